@@ -1,0 +1,32 @@
+# The two commands a fresh machine needs: `make demo` and `make test`. Each creates or refreshes the
+# local virtual environment (.venv) and installs the project into it first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/grokweights demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(PY) tests/bench/bench_verify.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check grokweights tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache

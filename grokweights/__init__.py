@@ -1,0 +1,51 @@
+"""grokweights: fetch, verify, reshard and smoke-test the Grok-1 open weights.
+
+The format core (config, layout, shards, manifest, verify) imports neither jax nor tensorstore nor
+libtorrent; the stages that need them are imported on first use of their names here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .config import PRESETS, ModelConfig, preset
+from .errors import (
+    ConfigError, GrokWeightsError, InsufficientSpaceError, LayoutMismatchError, ManifestError, MeshError,
+    ShardFormatError, SmokeError, StoreError, TorrentError, UnsafePickleError, UsageError, VerificationError,
+)
+from .layout import TensorSpec, layout
+from .shards import LazyArray, QuantizedWeight8bit, read_header, read_shard, write_checkpoint, write_shard
+
+__version__ = "0.1.0"
+
+#: public name -> module that defines it, imported lazily (heavy dependencies live there).
+_LAZY = {
+    "Manifest": "manifest", "ShardEntry": "manifest", "load_manifest": "manifest", "create_manifest": "manifest",
+    "pin_manifest": "manifest",
+    "verify": "verify", "VerifyReport": "verify",
+    "synthesize": "synth",
+    "inspect_checkpoint": "inspection",
+    "fetch": "torrent", "FetchReport": "torrent", "create_torrent": "torrent", "seed": "torrent",
+    "MeshSpec": "mesh", "plan_reshard": "plan", "ReshardPlan": "plan", "reshard": "store",
+    "load": "load", "open": "load", "Params": "load",
+    "forward": "model",
+    "smoke": "smoke",
+}
+
+__all__ = [
+    "ModelConfig", "PRESETS", "preset", "TensorSpec", "layout", "QuantizedWeight8bit", "LazyArray",
+    "read_header", "read_shard", "write_shard", "write_checkpoint",
+    "GrokWeightsError", "UsageError", "ConfigError", "ShardFormatError", "UnsafePickleError",
+    "LayoutMismatchError", "ManifestError", "VerificationError", "InsufficientSpaceError", "TorrentError",
+    "MeshError", "StoreError", "SmokeError", *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'grokweights' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,30 @@
+"""Environment variables, defaults and file names, read once at import time."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: folder of the official checkpoint inside a download.
+CKPT_DIRNAME = "ckpt-0"
+#: file name of shard ``i`` (the ``_000`` suffix is the release's host index).
+SHARD_NAME_FORMAT = "tensor{index:05d}_000"
+#: manifest written beside a checkpoint by ``fetch`` and ``manifest create``.
+LOCAL_MANIFEST_NAME = "grokweights-manifest.json"
+#: index file of a resharded store, written last.
+STORE_INDEX_NAME = "grokweights.json"
+
+#: shipped manifests (``grok-1`` -> ``manifests/grok-1.json``).
+MANIFESTS_DIR = Path(
+    os.environ.get("GROKWEIGHTS_MANIFESTS_DIR", Path(__file__).resolve().parent.parent / "manifests")
+)
+
+#: set to 1 to disable every progress bar.
+DISABLE_PROGRESS = os.environ.get("GROKWEIGHTS_DISABLE_PROGRESS", "").lower() in {"1", "true", "yes"}
+#: set to 1 to let the CLI print tracebacks for grokweights errors.
+DEBUG = os.environ.get("GROKWEIGHTS_DEBUG", "").lower() in {"1", "true", "yes"}
+
+#: read size for streaming hashes (large reads keep Python out of the way).
+HASH_CHUNK_BYTES = 8 * 1024 * 1024
+#: slab size for streaming writes of large payloads.
+WRITE_CHUNK_BYTES = 16 * 1024 * 1024
