@@ -1,0 +1,22 @@
+"""Shared test set-up: 8 simulated CPU devices, no progress bars, every cache/home under tmp_path."""
+
+from __future__ import annotations
+
+import os
+
+# must happen before jax is imported anywhere
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ["GROKWEIGHTS_DISABLE_PROGRESS"] = "1"
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    """Point HOME and XDG caches at the test's tmp_path so nothing leaks into the user's folders."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
