@@ -21,8 +21,8 @@ __version__ = "0.1.0"
 
 #: public name -> module that defines it, imported lazily (heavy dependencies live there).
 _LAZY = {
-    "Manifest": "manifest", "ShardEntry": "manifest", "load_manifest": "manifest", "create_manifest": "manifest",
-    "pin_manifest": "manifest",
+    "Manifest": "manifest", "ShardEntry": "manifest", "load_manifest": "manifest",
+    "create_manifest": "manifest_ops", "pin_manifest": "manifest_ops",
     "verify": "verify", "VerifyReport": "verify",
     "synthesize": "synth",
     "inspect_checkpoint": "inspection",
