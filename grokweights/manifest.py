@@ -5,7 +5,7 @@ A manifest is one JSON document (schema in ``docs/manifests.md``)::
     {
       "schema": "grokweights.manifest", "schema_version": 1,
       "name": "grok-1", "description": "...", "notes": "...",
-      "sources": {"magnet": "magnet:?xt=urn:btih:...", "infohash_v1": "...", "mirror": "https://.../{file}"},
+      "sources": {"magnet": "magnet:?xt=urn:btih:...", "infohash_v1": "...", "mirror": "https://.../{path}"},
       "config": { ModelConfig fields },
       "total_size": 318239886140,
       "shards": [ {"path": "ckpt-0/tensor00000_000", "size": 3221225637, "sha256": null,
@@ -44,7 +44,7 @@ class Sources:
 
     magnet: str | None = None
     infohash_v1: str | None = None
-    mirror: str | None = None  # URL with "{file}" for the shard's path relative to ckpt-0's parent
+    mirror: str | None = None  # URL with "{path}" for a shard path such as ckpt-0/tensor00000_000
 
     def to_dict(self) -> dict[str, Any]:
         return {"magnet": self.magnet, "infohash_v1": self.infohash_v1, "mirror": self.mirror}
