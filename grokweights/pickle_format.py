@@ -326,8 +326,12 @@ class ParsedShard:
         return self.arrays[0].desc
 
 
-class _Mark:
-    pass
+@dataclass(frozen=True)
+class _Bytes:
+    """A bytes object of the stream: where it lies, and its value when small (the b'b' type code)."""
+
+    ref: PayloadRef
+    data: bytes | None
 
 
 class _Ref:
@@ -389,15 +393,15 @@ class _Parser:
             self.fail("malformed stream: stack underflow")
         return self.stack.pop()
 
-    def bytes_ref(self, n: int) -> object:
+    def bytes_ref(self, n: int) -> _Bytes:
         offset = self.f.tell()
         if offset + n > self.size:
             self.fail(f"truncated payload: {n} bytes announced at byte {offset}, file ends at {self.size}",
                       expected=offset + n, actual=self.size)
         if n <= _SMALL_BYTES:
-            return self.read(n)
+            return _Bytes(PayloadRef(offset, n), self.read(n))
         self.f.seek(n, io.SEEK_CUR)
-        return PayloadRef(offset, n)
+        return _Bytes(PayloadRef(offset, n), None)
 
     def run(self) -> object:
         ops = _OPS
@@ -561,7 +565,7 @@ def _op_reduce(p: _Parser) -> None:
     func = p.pop()
     if _is_ref(func, "reconstruct"):
         if not (isinstance(args, tuple) and len(args) == 3 and _is_ref(args[0], "ndarray")
-                and args[1] == (0,) and args[2] == b"b"):
+                and args[1] == (0,) and isinstance(args[2], _Bytes) and args[2].data == b"b"):
             p.fail(f"_reconstruct called with unexpected arguments {args!r}", unsafe=True)
         p.stack.append(_Ref("array"))
     elif _is_ref(func, "dtype"):
@@ -624,12 +628,9 @@ def _build_array(p: _Parser, obj: _Ref, state: object) -> None:
     if not _is_ref(dtype_ref, "dtype") or not isinstance(fortran, bool):
         p.fail("array state does not hold a dtype and an order flag")
     desc = ArrayDesc(tuple(shape), dtype_ref.value)  # type: ignore[arg-type]
-    if isinstance(data, bytes):  # a small payload, read already
-        ref = PayloadRef(p.f.tell() - len(data), len(data))
-    elif isinstance(data, PayloadRef):
-        ref = data
-    else:
+    if not isinstance(data, _Bytes):
         p.fail("array payload is not raw bytes", unsafe=True)
+    ref = data.ref
     if ref.nbytes != desc.nbytes:
         p.fail(f"payload is {ref.nbytes} bytes but shape {desc.shape} of {desc.dtype} needs {desc.nbytes}",
                expected=desc.nbytes, actual=ref.nbytes)
