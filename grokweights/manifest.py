@@ -122,16 +122,17 @@ def _fail(source: str, where: str, expected: str, actual: Any) -> ManifestError:
                          expected=expected, actual=actual)
 
 
-def _get(data: dict, key: str, kind: type | tuple[type, ...], source: str, where: str, *,
-         optional: bool = False) -> Any:
+_KIND_NAMES = {int: "an integer", str: "a string", dict: "an object", list: "a list"}
+
+
+def _get(data: dict, key: str, kind: type, source: str, where: str, *, optional: bool = False) -> Any:
     if key not in data or data[key] is None:
         if optional:
             return None
-        raise _fail(source, f"{where}{key}", f"a {getattr(kind, '__name__', kind)}", None)
+        raise _fail(source, f"{where}{key}", _KIND_NAMES[kind], None)
     value = data[key]
     if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
-        names = "/".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-        raise _fail(source, f"{where}{key}", f"a {names}", value)
+        raise _fail(source, f"{where}{key}", _KIND_NAMES[kind], value)
     return value
 
 

@@ -20,3 +20,27 @@ def _isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+
+
+@pytest.fixture(scope="session")
+def tiny_source(tmp_path_factory):
+    """A synthetic tiny checkpoint (seed 0) with its manifest beside it; shared, do not modify."""
+    from grokweights.config import preset
+    from grokweights.constants import LOCAL_MANIFEST_NAME
+    from grokweights.manifest_ops import create_manifest
+    from grokweights.synth import synthesize
+
+    root = tmp_path_factory.mktemp("tiny-source")
+    synthesize(root, preset("tiny"), seed=0)
+    create_manifest(root, name="tiny-test", config=preset("tiny")).save(root / LOCAL_MANIFEST_NAME)
+    return root
+
+
+@pytest.fixture
+def tiny_checkpoint(tiny_source, tmp_path):
+    """A private copy of the tiny checkpoint (folder holding ckpt-0/ and grokweights-manifest.json)."""
+    import shutil
+
+    copy = tmp_path / "tiny"
+    shutil.copytree(tiny_source, copy)
+    return copy
