@@ -1,0 +1,134 @@
+"""TensorStore, at the edge: the only module that opens stores and key-value stores.
+
+Specs are plain dicts built by pure functions (:func:`kvstore_spec`, :func:`zarr3_spec`); the functions
+that open them (:func:`open_array`, :func:`open_kvstore`) are thin. Every store shares one process-wide
+:class:`tensorstore.Context` root, so ``memory://`` stores written by ``reshard`` can be loaded by
+``load`` in the same process; each operation gets a child context with its own concurrency limits.
+
+An array is written *unpublished* first (chunks only, no ``zarr.json``: opened with
+``assume_metadata``) and *published* by writing its ``zarr.json`` last, so no reader (tensorstore,
+zarr-python) ever opens an array whose chunks are not all written.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import urlparse
+
+from .errors import StoreError, UsageError
+
+__all__ = ["kvstore_spec", "join", "zarr3_spec", "codecs_for", "context", "open_array", "open_kvstore",
+           "read_key", "write_key", "delete_prefix", "local_path", "ZARR_DTYPES"]
+
+#: our dtype names -> zarr3 data types.
+ZARR_DTYPES = {"float32": "float32", "int8": "int8", "bfloat16": "bfloat16"}
+
+_ROOT: Any = None
+
+
+def kvstore_spec(location: str | os.PathLike[str]) -> dict[str, Any]:
+    """The kvstore spec of a store location: a local path, ``file://``, ``memory://``, ``gs://``, ``s3://``."""
+    text = os.fspath(location)
+    if "://" not in text:
+        return {"driver": "file", "path": os.path.abspath(text).rstrip("/") + "/"}
+    url = urlparse(text)
+    rest = (url.netloc + url.path).strip("/")
+    if url.scheme == "file":
+        return {"driver": "file", "path": os.path.abspath(url.netloc + url.path).rstrip("/") + "/"}
+    if url.scheme == "memory":
+        return {"driver": "memory", "path": rest + "/" if rest else ""}
+    if url.scheme in ("gs", "s3"):
+        path = url.path.strip("/")
+        return {"driver": "gcs" if url.scheme == "gs" else "s3", "bucket": url.netloc,
+                "path": path + "/" if path else ""}
+    raise UsageError(f"unsupported store location {text!r}: use a local path or a file://, memory://, gs:// or "
+                     "s3:// URL", expected="path|file://|memory://|gs://|s3://", actual=text)
+
+
+def local_path(kvstore: dict[str, Any]) -> str | None:
+    """The local directory of a ``file`` kvstore, else None."""
+    return kvstore["path"] if kvstore.get("driver") == "file" else None
+
+
+def join(kvstore: dict[str, Any], *parts: str) -> dict[str, Any]:
+    """``kvstore`` with ``parts`` appended to its path (as a directory)."""
+    path = kvstore.get("path", "") + "/".join(p.strip("/") for p in parts if p)
+    return {**kvstore, "path": path.rstrip("/") + "/"}
+
+
+def codecs_for(codec: str) -> list[dict[str, Any]]:
+    """zarr3 codecs for ``none`` or ``zstd:LEVEL`` (little-endian bytes, then compression)."""
+    codecs: list[dict[str, Any]] = [{"name": "bytes", "configuration": {"endian": "little"}}]
+    if codec.startswith("zstd"):
+        level = int(codec.partition(":")[2] or 1)
+        codecs.append({"name": "zstd", "configuration": {"level": level, "checksum": False}})
+    return codecs
+
+
+def zarr3_spec(kvstore: dict[str, Any], path: str, *, shape: tuple[int, ...], dtype: str,
+               chunk_shape: tuple[int, ...], codec: str = "none",
+               attributes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The TensorStore spec of one zarr3 array at ``kvstore``/``path``."""
+    metadata: dict[str, Any] = {
+        "shape": list(shape), "data_type": ZARR_DTYPES[dtype],
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunk_shape)}},
+        "chunk_key_encoding": {"name": "default"}, "codecs": codecs_for(codec), "fill_value": 0,
+    }
+    if attributes is not None:
+        metadata["attributes"] = attributes
+    return {"driver": "zarr3", "kvstore": join(kvstore, path), "metadata": metadata}
+
+
+def context(*, jobs: int | None = None, sync: bool = True) -> Any:
+    """A child of the process-wide root context with ``jobs`` concurrent copies and file operations."""
+    import tensorstore as ts
+
+    global _ROOT
+    if _ROOT is None:
+        _ROOT = ts.Context()
+    spec: dict[str, Any] = {"file_io_sync": sync}
+    if jobs:
+        spec["data_copy_concurrency"] = {"limit": jobs}
+        spec["file_io_concurrency"] = {"limit": max(2, jobs * 2)}
+    return ts.Context(spec, parent=_ROOT)
+
+
+def open_array(spec: dict[str, Any], *, mode: str = "open", ctx: Any = None) -> Any:
+    """Open a zarr3 array: ``open`` (must exist), ``unpublished`` (write chunks without metadata) or
+    ``publish`` (create its ``zarr.json``)."""
+    import tensorstore as ts
+
+    kwargs = {"open": {"open": True}, "unpublished": {"open": True, "assume_metadata": True},
+              "publish": {"create": True}}[mode]
+    try:
+        return ts.open(spec, context=ctx if ctx is not None else context(), **kwargs).result()
+    except ValueError as exc:
+        where = spec["kvstore"].get("path", "")
+        raise StoreError(f"{where}: cannot open zarr3 array ({mode}): {exc}", path=where) from None
+
+
+def open_kvstore(kvstore: dict[str, Any], *, ctx: Any = None) -> Any:
+    import tensorstore as ts
+
+    return ts.KvStore.open(kvstore, context=ctx if ctx is not None else context()).result()
+
+
+def read_key(kvstore: dict[str, Any], key: str, *, ctx: Any = None) -> bytes | None:
+    """The value of ``key`` in ``kvstore``, or None when it does not exist."""
+    result = open_kvstore(kvstore, ctx=ctx).read(key).result()
+    return bytes(result.value) if result.state == "value" else None
+
+
+def write_key(kvstore: dict[str, Any], key: str, value: bytes, *, ctx: Any = None) -> None:
+    """Write ``key`` (a single atomic put on every driver)."""
+    open_kvstore(kvstore, ctx=ctx).write(key, value).result()
+
+
+def delete_prefix(kvstore: dict[str, Any], prefix: str, *, ctx: Any = None) -> None:
+    """Delete every key under ``prefix`` (a directory, with trailing slash)."""
+    import tensorstore as ts
+
+    prefix = prefix.rstrip("/") + "/"
+    kv = open_kvstore(kvstore, ctx=ctx)
+    kv.delete_range(ts.KvStore.KeyRange(inclusive_min=prefix, exclusive_max=prefix[:-1] + "0")).result()
