@@ -1,0 +1,424 @@
+"""Load parameters onto a JAX mesh, reading only what this process's devices need.
+
+``load(path, mesh)`` returns the haiku-style nested dict (``params[module_path][param]``) of
+``jax.Array`` leaves, each with a ``NamedSharding`` on ``mesh``; quantized weights are
+:class:`grokweights.params.QuantizedWeight` (int8 ``weight`` + block ``scales``). Every leaf is built
+with ``jax.make_array_from_callback``: for the devices this process can address, the regions they hold
+are read concurrently (tensorstore futures), each distinct region once per process. Under
+``jax.distributed`` each process therefore reads only its own devices' slices.
+
+``path`` is a store made by :func:`grokweights.store.reshard` (fast: each device's shard is whole
+chunks), or an official checkpoint folder read through the safe memory-mapped reader (slower: every
+region is gathered from the row-major source file, and the release's scales are re-blocked on the fly).
+
+Any mesh and rules are served correctly: when they differ from the store's, each device reads the
+region it needs (possibly touching more chunks than a matching store would) and scales are re-blocked
+so that a device's scales cover exactly its rows.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import tensorstore_io as tsio
+from .config import ModelConfig, preset
+from .constants import CKPT_DIRNAME, STORE_INDEX_NAME
+from .errors import MeshError, StoreError
+from .layout import layer_of, layout, parse_layers
+from .mesh import GROK1_RULES, MeshSpec, RuleSet, load_rules, shard_factors
+from .plan import ArrayPlan, ReshardPlan, stored_scale_blocks
+from .store import read_index
+
+__all__ = ["load", "open", "Params", "Store", "LoadStats"]
+
+Params = dict[str, dict[str, Any]]
+Region = tuple[tuple[int, int], ...]
+#: requested bytes held in host memory before the leaves that need them are built
+_WINDOW_BYTES = 1 << 30
+
+
+@dataclass
+class LoadStats:
+    """Filled in by :func:`load`: what this process read."""
+
+    bytes_read: int = 0
+    regions: int = 0
+    leaves: int = 0
+    seconds: float = 0.0
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """One source array: how to read a region of it."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    read: Callable[[Region], Any]  # -> object with .result() -> np.ndarray
+
+
+@dataclass(frozen=True)
+class _Param:
+    key: str
+    kind: str  # "array" | "quantized"
+    parts: dict[str, _Stored] = field(default_factory=dict)  # "array" or "weight" + "scales"
+    dequantized: bool = False  # a plain array stored from a quantized weight (``--dtype bfloat16``)
+
+
+# --------------------------------------------------------------------------------------------- stores
+
+
+class Store:
+    """A resharded store opened for inspection: its index, plan and lazy per-array handles.
+
+    ``store["transformer/decoder_layer_0/moe/linear/w/weight"]`` is a ``tensorstore.TensorStore``
+    (opened on first use); :meth:`read` returns numpy data; :meth:`sha256` recomputes an array's digest.
+    """
+
+    def __init__(self, location: str | os.PathLike[str]) -> None:
+        self.location = os.fspath(location)
+        self.kvstore = tsio.kvstore_spec(location)
+        self._ctx = tsio.context()
+        index = read_index(location, ctx=self._ctx)
+        if index is None:
+            raise StoreError(f"{self.location}: no {STORE_INDEX_NAME} here: not a grokweights store, or a reshard "
+                             "that has not finished (rerun `grokweights reshard` to complete it)",
+                             path=self.location, expected=STORE_INDEX_NAME)
+        self.index = index
+        self.plan = ReshardPlan.from_dict(index["plan"])
+        self.config = ModelConfig.from_dict(index["config"], source=f"{self.location}/{STORE_INDEX_NAME}")
+        self._open: dict[str, Any] = {}
+
+    @property
+    def mesh(self) -> MeshSpec:
+        return self.plan.mesh
+
+    @property
+    def rules(self) -> RuleSet:
+        return self.plan.rules
+
+    def keys(self) -> list[str]:
+        """The store paths of every array."""
+        return [a.store_path for a in self.plan.arrays]
+
+    def __getitem__(self, store_path: str) -> Any:
+        if store_path not in self._open:
+            array = self._array(store_path)
+            spec = tsio.zarr3_spec(self.kvstore, array.store_path, shape=array.shape, dtype=array.dtype,
+                                   chunk_shape=array.chunk_shape, codec=array.codec)
+            self._open[store_path] = tsio.open_array(spec, mode="open", ctx=self._ctx)
+        return self._open[store_path]
+
+    def _array(self, store_path: str) -> ArrayPlan:
+        try:
+            return self.plan.array(store_path)
+        except KeyError:
+            raise StoreError(f"{self.location}: no array {store_path!r} in the store", path=self.location,
+                             actual=store_path) from None
+
+    def read(self, store_path: str, region: tuple[slice, ...] = ()) -> np.ndarray:
+        return np.asarray(self[store_path][region].read().result())
+
+    def sha256(self, store_path: str) -> str:
+        """The sha256 of an array's logical data (C order), read back row by row."""
+        import hashlib
+
+        array, digest = self._array(store_path), hashlib.sha256()
+        step = array.chunk_shape[0]
+        for r0 in range(0, array.shape[0], step):
+            digest.update(np.ascontiguousarray(self.read(store_path, (slice(r0, r0 + step),))).view(np.uint8))
+        return digest.hexdigest()
+
+    def __repr__(self) -> str:
+        return f"Store({self.location!r}, mesh={self.mesh}, rules={self.rules.name}, arrays={len(self.plan.arrays)})"
+
+
+def open(path: str | os.PathLike[str]) -> Store:  # noqa: A001 - the public name is grokweights.open
+    """Open a resharded store for inspection (lazy per-array handles)."""
+    return Store(path)
+
+
+def _store_params(store: Store, wanted: set[int] | None, stats: LoadStats) -> list[_Param]:
+    def reader(array: ArrayPlan) -> _Stored:
+        dtype = np.dtype(store[array.store_path].dtype.numpy_dtype)
+
+        def read(region: Region) -> Any:
+            stats.bytes_read += math.prod(b - a for a, b in region) * dtype.itemsize
+            return store[array.store_path][tuple(slice(a, b) for a, b in region)].read()
+
+        return _Stored(array.shape, dtype, read)
+
+    params: dict[str, _Param] = {}
+    for array in store.plan.arrays:
+        layer = layer_of(array.key)
+        if wanted is not None and layer is not None and layer not in wanted:
+            continue
+        kind = "array" if array.role == "array" else "quantized"
+        param = params.setdefault(array.key, _Param(array.key, kind, dequantized=array.source_kind != kind))
+        param.parts[array.role] = reader(array)
+    return list(params.values())
+
+
+# ---------------------------------------------------------------------------------------- checkpoints
+
+
+def _checkpoint_params(ckpt: str, config: ModelConfig, wanted: set[int] | None, stats: LoadStats,
+                       pool: ThreadPoolExecutor) -> list[_Param]:
+    from .shards import read_shard
+
+    def reader(array: np.ndarray) -> _Stored:
+        def read(region: Region) -> Future:
+            stats.bytes_read += math.prod(b - a for a, b in region) * array.dtype.itemsize
+            return pool.submit(lambda: np.array(array[tuple(slice(a, b) for a, b in region)]))
+
+        return _Stored(tuple(array.shape), array.dtype, read)
+
+    out = []
+    for spec in layout(config):
+        if wanted is not None and spec.layer is not None and spec.layer not in wanted:
+            continue
+        value = read_shard(os.path.join(ckpt, spec.file))
+        if spec.kind == "quantized":
+            out.append(_Param(spec.key, "quantized", {"weight": reader(value.weight), "scales": reader(value.scales)}))
+        else:
+            out.append(_Param(spec.key, "array", {"array": reader(value)}))
+    return out
+
+
+def _checkpoint_config(ckpt: str, config: ModelConfig | str | None) -> ModelConfig:
+    if isinstance(config, ModelConfig):
+        return config
+    if isinstance(config, str):
+        return preset(config)
+    from .manifest import find_local_manifest
+
+    manifest = find_local_manifest(ckpt)
+    if manifest is not None:
+        return manifest.config
+    from pathlib import Path
+
+    from .inspection import infer_config, scan_headers
+
+    return infer_config(scan_headers(Path(ckpt)))[0]
+
+
+# ------------------------------------------------------------------------------------------- leaves
+
+
+def _np_dtype(dtype: Any) -> np.dtype | None:
+    if dtype is None:
+        return None
+    import ml_dtypes
+
+    return np.dtype(ml_dtypes.bfloat16) if str(dtype) in ("bfloat16", "bf16") else np.dtype(dtype)
+
+
+def _direct(part: _Stored, cast: np.dtype | None = None) -> Callable[[Region], Callable[[], np.ndarray]]:
+    def start(region: Region) -> Callable[[], np.ndarray]:
+        future = part.read(region)
+        return lambda: np.asarray(future.result()) if cast is None else np.asarray(future.result()).astype(cast)
+
+    return start
+
+
+def _scales(weight: _Stored, scales: _Stored, split: int) -> tuple[tuple[int, ...], Callable]:
+    """Scales re-blocked so that each of ``split`` input-axis shards holds whole blocks of its own rows."""
+    rows, nb = weight.shape[-2], scales.shape[-2]
+    blocks = stored_scale_blocks(rows, nb, split)
+    rep = blocks // nb
+
+    def start(region: Region) -> Callable[[], np.ndarray]:
+        (b0, b1) = region[-2]
+        s0, s1 = b0 // rep, -(-b1 // rep)
+        future = scales.read(region[:-2] + ((s0, s1),) + region[-1:])
+        return lambda: np.repeat(np.asarray(future.result()), rep, axis=-2)[..., b0 - s0 * rep:b1 - s0 * rep, :]
+
+    return (*scales.shape[:-2], blocks, scales.shape[-1]), start
+
+
+def _dequantized(weight: _Stored, scales: _Stored, dtype: np.dtype) -> Callable:
+    block = weight.shape[-2] // scales.shape[-2]
+
+    def start(region: Region) -> Callable[[], np.ndarray]:
+        (i0, i1) = region[-2]
+        s0, s1 = i0 // block, -(-i1 // block)
+        fw = weight.read(region)
+        fs = scales.read(region[:-2] + ((s0, s1),) + region[-1:])
+
+        def finish() -> np.ndarray:
+            s = np.asarray(fs.result()).astype(np.float32)[..., np.arange(i0, i1) // block - s0, :]
+            return (np.asarray(fw.result()).astype(np.float32) * s).astype(dtype)
+
+        return finish
+
+    return start
+
+
+def _leaves(param: _Param, factors: tuple[int, ...], dtype: np.dtype | None) -> list[tuple[str, tuple, Callable]]:
+    """``(field, global shape, start(region) -> finish())`` for each leaf of ``param``."""
+    if param.kind == "array":
+        part = param.parts["array"]
+        return [("array", part.shape, _direct(part, dtype if param.dequantized else None))]
+    weight, scales = param.parts["weight"], param.parts["scales"]
+    if dtype is not None:
+        return [("array", weight.shape, _dequantized(weight, scales, dtype))]
+    shape, start = _scales(weight, scales, factors[-2])
+    return [("weight", weight.shape, _direct(weight)), ("scales", shape, start)]
+
+
+def _region(index: tuple[slice, ...], shape: tuple[int, ...]) -> Region:
+    index = tuple(index) + (slice(None),) * (len(shape) - len(index))
+    return tuple(s.indices(n)[:2] for s, n in zip(index, shape, strict=True))
+
+
+def _build(pending: list[tuple[Any, tuple, Any, dict[Region, Callable]]]) -> list[Any]:
+    import jax
+
+    out = []
+    for _, shape, sharding, thunks in pending:
+        done: dict[Region, np.ndarray] = {}
+
+        def fetch(index: tuple[slice, ...], shape=shape, thunks=thunks, done=done) -> np.ndarray:
+            region = _region(index, shape)
+            if region not in done:
+                done[region] = thunks[region]()
+            return done[region]
+
+        out.append(jax.make_array_from_callback(shape, sharding, fetch))
+    return out
+
+
+# --------------------------------------------------------------------------------------------- load
+
+
+def _mesh(mesh: Any, default: MeshSpec) -> Any:
+    import jax
+
+    if isinstance(mesh, jax.sharding.Mesh):
+        return mesh
+    spec = MeshSpec.parse(mesh) if isinstance(mesh, str) else mesh if mesh is not None else default
+    devices = jax.devices()
+    if spec.size != len(devices):
+        raise MeshError(f"mesh {spec} needs {spec.size} devices but {len(devices)} are available; pass a mesh that "
+                        f"fits them (e.g. mesh='data=1,model={len(devices)}' or a jax.sharding.Mesh)",
+                        expected=spec.size, actual=len(devices))
+    return jax.sharding.Mesh(np.array(devices).reshape(spec.shape), spec.names)
+
+
+def _is_store(path: str) -> bool:
+    if "://" in path and not path.startswith("file://"):
+        return True
+    return os.path.isfile(os.path.join(path, STORE_INDEX_NAME))
+
+
+def load(path: str | os.PathLike[str], mesh: Any = None, *, rules: RuleSet | str | None = None,
+         layers: str | Iterable[int] | None = None, dtype: Any = None, config: ModelConfig | str | None = None,
+         jobs: int | None = None, stats: LoadStats | None = None) -> Params:
+    """Load a store (or an official checkpoint folder) as sharded ``jax.Array`` leaves.
+
+    Args:
+        path: a store location (local path or tensorstore URL) or a folder holding ``ckpt-0/``.
+        mesh: a ``jax.sharding.Mesh``, a :class:`MeshSpec` or its text; default: the store's mesh over all
+            devices (for a checkpoint folder, ``data=1,model=<device count>``).
+        rules: partition rules (name, file or :class:`RuleSet`); default: the store's (``grok1`` for a
+            checkpoint folder).
+        layers: decoder layers to load (``"0-3"`` or indices); default: all there are.
+        dtype: dequantise quantized weights to this dtype (e.g. ``jnp.bfloat16``) instead of returning
+            ``QuantizedWeight``; plain float32 arrays are left as they are.
+        config: model config of a checkpoint folder without a manifest beside it (else inferred).
+        jobs: reader threads for a checkpoint folder.
+        stats: a :class:`LoadStats` to fill in (bytes read by this process, regions, seconds).
+
+    Returns:
+        ``params[module_path][param]``: ``jax.Array`` or :class:`~grokweights.params.QuantizedWeight`.
+
+    Raises:
+        MeshError: the mesh does not fit the devices, or does not divide a dimension the rules split.
+        StoreError: the store is missing, unfinished or lacks a requested layer.
+    """
+    from .params import QuantizedWeight
+
+    started, stats = time.perf_counter(), stats if stats is not None else LoadStats()
+    text = os.fspath(path)
+    dt = _np_dtype(dtype)
+    with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 2) as pool:
+        if _is_store(text):
+            store = Store(text)
+            cfg, default_mesh, default_rules, stats.source = store.config, store.mesh, store.rules, "store"
+            wanted = _wanted(layers, cfg, store.plan.layers)
+            params = _store_params(store, wanted, stats)
+        else:
+            from .verify import resolve_checkpoint_dir
+
+            ckpt = os.fspath(resolve_checkpoint_dir(text))
+            cfg = _checkpoint_config(ckpt, config)
+            stats.source = CKPT_DIRNAME
+            wanted = _wanted(layers, cfg, None)
+            params = _checkpoint_params(ckpt, cfg, wanted, stats, pool)
+            default_mesh, default_rules = None, GROK1_RULES
+        if default_mesh is None:
+            import jax
+
+            default_mesh = MeshSpec((("data", 1), ("model", jax.device_count())))
+        jmesh = _mesh(mesh, default_mesh)
+        rule_set = load_rules(rules) if rules is not None else default_rules
+        out = _load_params(params, jmesh, rule_set, dt, stats)
+    result: Params = {}
+    for param, leaves in zip(params, out, strict=True):
+        module, name = param.key.rsplit("/", 1)
+        value = QuantizedWeight(leaves["weight"], leaves["scales"]) if "weight" in leaves else leaves["array"]
+        result.setdefault(module, {})[name] = value
+    stats.leaves, stats.seconds = sum(len(x) for x in out), time.perf_counter() - started
+    return result
+
+
+def _wanted(layers: Any, cfg: ModelConfig, present: tuple[int, ...] | None) -> set[int] | None:
+    if layers is None:
+        return None
+    wanted = set(parse_layers(layers, num_layers=cfg.num_layers) if isinstance(layers, str) else layers)
+    missing = sorted(wanted - set(present)) if present is not None else []
+    if missing:
+        raise StoreError(f"layers {missing} are not in the store (it holds layers {list(present)}); reshard them",
+                         expected=list(present), actual=missing)
+    return wanted
+
+
+def _load_params(params: list[_Param], jmesh: Any, rules: RuleSet, dtype: np.dtype | None,
+                 stats: LoadStats) -> list[dict[str, Any]]:
+    import jax
+
+    mspec = MeshSpec(tuple(zip(jmesh.axis_names, jmesh.devices.shape, strict=True)))
+    out: list[dict[str, Any]] = [{} for _ in params]
+    pending: list[tuple[Any, tuple, Any, dict[Region, Callable]]] = []
+    window = 0
+
+    def flush() -> None:
+        for (slot, name), array in zip([p[0] for p in pending], _build(pending), strict=True):
+            out[slot][name] = array
+        pending.clear()
+
+    for slot, param in enumerate(params):
+        pspec = rules.spec_for(param.key)
+        first = next(iter(param.parts.values()))
+        shape0 = param.parts.get("weight", first).shape
+        factors = shard_factors(param.key, shape0, pspec, mspec)
+        sharding = jax.sharding.NamedSharding(jmesh, jax.sharding.PartitionSpec(*pspec))
+        for name, shape, start in _leaves(param, factors, dtype):
+            regions = {_region(idx, shape) for idx in sharding.addressable_devices_indices_map(shape).values()}
+            before = stats.bytes_read
+            pending.append(((slot, name), shape, sharding, {r: start(r) for r in regions}))
+            stats.regions += len(regions)
+            window += stats.bytes_read - before
+        if window >= _WINDOW_BYTES:
+            flush()
+            window = 0
+    flush()
+    return out
