@@ -168,7 +168,7 @@ def shard_factors(key: str, shape: tuple[int, ...], spec: Spec, mesh: MeshSpec) 
         if size % factor:
             raise MeshError(
                 f"{key}: dimension {dim} of size {size} cannot be split {factor} ways over mesh axes "
-                f"{'x'.join(axes)} ({mesh}); choose axis sizes that divide {size}",
+                f"{' x '.join(axes)} ({mesh}); choose axis sizes that divide {size}",
                 path=key, expected=f"a divisor of {size}", actual=factor)
         factors.append(factor)
     return tuple(factors)

@@ -250,8 +250,15 @@ def _resolve_config(manifest: Any, config: ModelConfig | str | None, src: str) -
                              expected=manifest.config.to_dict(), actual=config.to_dict())
         return manifest.config
     if config is None:
-        raise ConfigError(f"{src}: no manifest found beside the checkpoint, so the model config is unknown; pass "
-                          "--manifest FILE|NAME, or --preset/--config together with --no-verify", path=src)
+        from pathlib import Path
+
+        from .inspection import infer_config, scan_headers
+        from .verify import resolve_checkpoint_dir
+
+        try:
+            return infer_config(scan_headers(Path(resolve_checkpoint_dir(src))))[0]
+        except ConfigError as exc:
+            raise ConfigError(f"{src}: no manifest beside the checkpoint and {exc.message}", path=src) from None
     return config
 
 
@@ -270,7 +277,7 @@ def _verify_source(ckpt: str, manifest: Any, specs: list[TensorSpec], jobs: int 
         raise VerificationError(f"{ckpt}: {len(bad)} shard(s) failed verification against manifest "
                                 f"{manifest.name!r}: {shown}; re-run `grokweights fetch` to repair them, or pass "
                                 "--no-verify", path=ckpt, actual=[r.path for r in bad])
-    return {"manifest": manifest.name, "counts": report.counts}
+    return {"manifest": manifest.name, "counts": report.counts()}
 
 
 def _check_sources(ckpt: str, specs: list[TensorSpec]) -> None:
