@@ -14,10 +14,19 @@ LOCAL_MANIFEST_NAME = "grokweights-manifest.json"
 #: index file of a resharded store, written last.
 STORE_INDEX_NAME = "grokweights.json"
 
+
+
+def _shipped_manifests_dir() -> Path:
+    """``manifests/`` of a source checkout, or ``grokweights/manifests/`` of an installed wheel."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "manifests", here.parent / "manifests"):
+        if candidate.is_dir():
+            return candidate
+    return here / "manifests"
+
+
 #: shipped manifests (``grok-1`` -> ``manifests/grok-1.json``).
-MANIFESTS_DIR = Path(
-    os.environ.get("GROKWEIGHTS_MANIFESTS_DIR", Path(__file__).resolve().parent.parent / "manifests")
-)
+MANIFESTS_DIR = Path(os.environ.get("GROKWEIGHTS_MANIFESTS_DIR") or _shipped_manifests_dir())
 
 #: set to 1 to disable every progress bar.
 DISABLE_PROGRESS = os.environ.get("GROKWEIGHTS_DISABLE_PROGRESS", "").lower() in {"1", "true", "yes"}
