@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench lint clean
+.PHONY: demo test test-fast bench docs lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) tests/bench/bench_verify.py
+
+docs: $(STAMP)
+	$(PY) -m grokweights.cli._docs > docs/cli.md
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check grokweights tests
