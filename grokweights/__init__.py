@@ -11,8 +11,19 @@ from typing import Any
 
 from .config import PRESETS, ModelConfig, preset
 from .errors import (
-    ConfigError, GrokWeightsError, InsufficientSpaceError, LayoutMismatchError, ManifestError, MeshError,
-    ShardFormatError, SmokeError, StoreError, TorrentError, UnsafePickleError, UsageError, VerificationError,
+    ConfigError,
+    GrokWeightsError,
+    InsufficientSpaceError,
+    LayoutMismatchError,
+    ManifestError,
+    MeshError,
+    ShardFormatError,
+    SmokeError,
+    StoreError,
+    TorrentError,
+    UnsafePickleError,
+    UsageError,
+    VerificationError,
 )
 from .layout import TensorSpec, layout
 from .shards import LazyArray, QuantizedWeight8bit, read_header, read_shard, write_checkpoint, write_shard

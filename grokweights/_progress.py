@@ -8,8 +8,9 @@ Library functions take an optional ``progress`` callback (``progress(n_bytes_don
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator, Protocol
+from typing import Protocol
 
 from . import constants
 

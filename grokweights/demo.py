@@ -14,9 +14,10 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .config import preset
 from .constants import CKPT_DIRNAME, LOCAL_MANIFEST_NAME

@@ -18,9 +18,10 @@ the exact file size the shard must have.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Iterable, Union
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -33,7 +34,7 @@ from .errors import ConfigError, LayoutMismatchError, UsageError
 __all__ = ["TensorSpec", "layout", "parse_layers", "select", "layer_of", "PartitionSpec"]
 
 #: a partition spec: one entry per leading dimension, None (replicated), an axis name, or several.
-PartitionSpec = tuple[Union[None, str, tuple[str, ...]], ...]
+PartitionSpec = tuple[None | str | tuple[str, ...], ...]
 
 _DTYPES = {"float32": np.dtype("float32"), "int8": np.dtype("int8"), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
 

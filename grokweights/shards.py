@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import mmap
 import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Union
+from typing import Any
 
 import numpy as np
 
@@ -75,8 +76,8 @@ class LazyArray:
         return pf.ArrayDesc(tuple(self.shape), np.dtype(self.dtype))
 
 
-ArraySource = Union[np.ndarray, LazyArray]
-ShardValue = Union[np.ndarray, LazyArray, QuantizedWeight8bit]
+ArraySource = np.ndarray | LazyArray
+ShardValue = np.ndarray | LazyArray | QuantizedWeight8bit
 
 
 @dataclass(frozen=True)

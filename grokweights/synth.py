@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import ml_dtypes
 import numpy as np

@@ -11,12 +11,18 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from grokweights import pickle_format as pf
 from grokweights.config import preset
 from grokweights.errors import ShardFormatError, UnsafePickleError
 from grokweights.layout import layout
 from grokweights.shards import (
-    LazyArray, QuantizedWeight8bit, atomic_path, dequantize, read_header, read_shard, write_checkpoint, write_shard,
+    LazyArray,
+    QuantizedWeight8bit,
+    atomic_path,
+    dequantize,
+    read_header,
+    read_shard,
+    write_checkpoint,
+    write_shard,
 )
 from grokweights.synth import synthesize
 
@@ -56,8 +62,9 @@ def test_reads_are_read_only_memory_maps(tmp_path):
 
 
 def test_upstream_pickle_load_reads_what_we_write(tmp_path, monkeypatch):
-    import __main__
     from dataclasses import dataclass
+
+    import __main__
 
     @dataclass
     class QuantizedWeight8bit_:

@@ -100,7 +100,8 @@ def manifest_create(checkpoint: Path, output: Path, name: str | None, preset_nam
 
 @manifest.command("pin")
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--manifest", "manifest_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--manifest", "manifest_file", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Manifest whose missing sha256 values to fill.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the pinned manifest here (default: update the manifest in place).")
@@ -114,8 +115,8 @@ def manifest_pin(checkpoint: Path, manifest_file: Path, output: Path | None, job
     before = load_manifest(manifest_file)
     with _progress.bar(before.total_size, desc="sha256", quiet=quiet) as bar:
         pinned = pin_manifest(checkpoint, manifest_file, output=output, jobs=jobs, progress=bar.update)
-    click.echo(f"{pinned.origin}: {pinned.hashed - before.hashed} hash(es) added, {pinned.hashed}/{len(pinned.shards)} "
-               "shards pinned")
+    added = pinned.hashed - before.hashed
+    click.echo(f"{pinned.origin}: {added} hash(es) added, {pinned.hashed}/{len(pinned.shards)} shards pinned")
 
 
 @manifest.command("show")
