@@ -114,6 +114,8 @@ def settings(options: SessionOptions) -> dict[str, Any]:
         "checking_mem_usage": 256,
         # many connections from one host (a cluster seeder, tests on loopback)
         "allow_multiple_connections_per_ip": True,
+        # a peer dropped while nothing was wanted yet (before the file selection) may be retried soon
+        "min_reconnect_time": 1,
         "active_downloads": -1, "active_seeds": -1, "active_limit": -1,
         "download_rate_limit": options.max_download_rate or 0,
         "upload_rate_limit": options.max_upload_rate or 0,

@@ -1,0 +1,237 @@
+"""Commands over BitTorrent: ``fetch``, ``seed`` and ``torrent create``.
+
+Exit status of ``fetch``: 0 when every selected file verified, 1 when verification failed or on a torrent
+error (unsafe names, stall, not enough space), 2 on bad usage, 130 when interrupted (resume data is saved;
+run the same command again to continue).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .. import _progress
+from ._common import emit_json, human_bytes, json_option, quiet_option
+
+__all__ = ["fetch", "seed", "torrent"]
+
+
+def _json_line(event: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(event, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _events(as_json: bool) -> Callable[[dict[str, Any]], None] | None:
+    if as_json:
+        return _json_line
+
+    def show(event: dict[str, Any]) -> None:
+        if event["event"] == "hash_failed":
+            click.echo(f"piece {event['piece']} failed its hash check ({event['failures']} so far); "
+                       "fetching it again from other peers", err=True)
+        elif event["event"] == "peer_banned":
+            click.echo(f"banned peer {event['peer']} for sending corrupt data", err=True)
+
+    return show
+
+
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C (the library then saves resume data); both exit 130."""
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo("grokweights: interrupted; resume data saved - run the same command to continue", err=True)
+        raise SystemExit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    from ..torrent_session import parse_rate
+
+    return parse_rate(value)
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    from ..torrent_session import parse_size
+
+    return parse_size(value, what="piece size")
+
+
+_peer = click.option("--peer", "peers", multiple=True, metavar="HOST:PORT",
+                     help="Connect to this peer directly (repeatable).")
+_listen = click.option("--listen", default="0.0.0.0:6881", show_default=True, metavar="HOST:PORT",
+                       help="Address to listen on for peers (port 0: any free port).")
+_no_dht = click.option("--no-dht", is_flag=True,
+                       help="No DHT, local peer discovery or port mapping: only --peer, trackers and web seeds.")
+_max_up = click.option("--max-upload-rate", callback=_rate, metavar="RATE",
+                       help="Upload limit in bytes/s (suffixes K/M/G); default unlimited.")
+_max_conn = click.option("--max-connections", type=click.IntRange(min=2), help="Cap on peer connections.")
+_seed_ratio = click.option("--seed-ratio", type=click.FloatRange(min=0),
+                           help="Stop seeding once uploaded bytes reach this multiple of the data.")
+_seed_time = click.option("--seed-time", type=click.FloatRange(min=0), metavar="SECONDS",
+                          help="Stop seeding after this many seconds.")
+
+
+@click.command()
+@click.argument("source", default="grok-1")
+@click.option("--dest", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to download into (the torrent's top folder is created inside).")
+@click.option("--include", multiple=True, metavar="GLOB",
+              help="Only files matching this glob, e.g. 'ckpt-0/tensor0000*' (repeatable).")
+@click.option("--layers", metavar="RANGES",
+              help="Only these decoder layers (e.g. 0-7), plus the embedding and final norm.")
+@click.option("--manifest", metavar="NAME|FILE", help="Manifest to verify against when SOURCE is a magnet/.torrent.")
+@_peer
+@click.option("--web-seed", "web_seeds", multiple=True, metavar="URL",
+              help="HTTP mirror (BEP 19) to download from alongside peers (repeatable).")
+@_listen
+@_no_dht
+@click.option("--max-download-rate", callback=_rate, metavar="RATE",
+              help="Download limit in bytes/s (suffixes K/M/G); default unlimited.")
+@_max_up
+@_max_conn
+@click.option("--seed", "keep_seeding", is_flag=True, help="Keep seeding after completion (until a limit or Ctrl-C).")
+@_seed_ratio
+@_seed_time
+@click.option("--stall-timeout", type=click.FloatRange(min=1), metavar="SECONDS",
+              help="Give up after this many seconds without progress (default: wait).")
+@click.option("--dry-run", is_flag=True, help="Show what would be fetched (files, bytes, free space) and exit.")
+@json_option
+@quiet_option
+def fetch(source: str, dest: Path, include: tuple[str, ...], layers: str | None, manifest: str | None,
+          peers: tuple[str, ...], web_seeds: tuple[str, ...], listen: str, no_dht: bool,
+          max_download_rate: int | None, max_upload_rate: int | None, max_connections: int | None,
+          keep_seeding: bool, seed_ratio: float | None, seed_time: float | None, stall_timeout: float | None,
+          dry_run: bool, as_json: bool, quiet: bool) -> None:
+    """Download a checkpoint by BitTorrent, resumably, then verify it.
+
+    SOURCE is a shipped manifest name (default grok-1), a magnet URI or a .torrent file. With --json, one
+    JSON event per line on stdout (states, completed files, hash failures, a final summary).
+    """
+    from ..torrent import fetch as fetch_checkpoint
+
+    with _interruptible(), _progress.bar(None, desc="fetch", quiet=quiet or as_json) as bar:
+        report = fetch_checkpoint(
+            source, dest, include=include or None, layers=layers, manifest=manifest, peers=peers,
+            web_seeds=web_seeds, listen=listen, discovery=not no_dht, max_download_rate=max_download_rate,
+            max_upload_rate=max_upload_rate, max_connections=max_connections, dry_run=dry_run,
+            seed=keep_seeding, seed_ratio=seed_ratio, seed_time=seed_time, stall_timeout=stall_timeout,
+            progress=bar, on_event=_events(as_json))
+    if as_json:
+        _json_line({"event": "summary", **report.to_dict()})
+    else:
+        _show_fetch(report)
+    raise SystemExit(0 if report.ok else 1)
+
+
+def _show_fetch(report: Any) -> None:
+    if report.dry_run:
+        for f in report.files:
+            click.echo(f"{f['size']:>15,}  {f['path']}")
+        click.echo(f"{len(report.files)} of {report.total_files} files, {human_bytes(report.selected_bytes)}; "
+                   f"{human_bytes(report.needed_bytes)} still to fetch, {human_bytes(report.free_bytes)} free "
+                   f"at {report.dest}")
+        return
+    click.echo(f"{report.name}: {len(report.files)} files, {human_bytes(report.selected_bytes)} in {report.dest} "
+               f"({human_bytes(report.downloaded_bytes)} downloaded, {human_bytes(report.resumed_bytes)} already "
+               f"there, {report.hash_failures} hash failures, {report.seconds:.1f} s)")
+    click.echo(f"torrent: {report.torrent}")
+    if report.manifest:
+        click.echo(f"manifest: {report.manifest}")
+    verification = report.verification or {}
+    for problem in verification.get("problems", []):
+        click.echo(f"problem: {problem['path']}: {problem['status']} (expected {problem['expected']}, "
+                   f"found {problem['actual']})", err=True)
+    for result in (verification.get("manifest") or {}).get("results", []):
+        if result.get("status") not in ("ok", "unverified"):
+            click.echo(f"problem: {result['path']}: {result['status']} {result.get('detail', '')}", err=True)
+    click.echo("verified: ok" if report.ok else "verified: FAILED - re-run the same command to repair")
+
+
+@click.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--torrent", "torrent_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The .torrent of the data (default: found in DIR or beside it, else created).")
+@_listen
+@_peer
+@_no_dht
+@_max_up
+@_max_conn
+@_seed_ratio
+@_seed_time
+@json_option
+@quiet_option
+def seed(directory: Path, torrent_file: Path | None, listen: str, peers: tuple[str, ...], no_dht: bool,
+         max_upload_rate: int | None, max_connections: int | None, seed_ratio: float | None,
+         seed_time: float | None, as_json: bool, quiet: bool) -> None:
+    """Check a local checkpoint against its torrent and serve it, printing the magnet link.
+
+    DIR is what `fetch --dest` was, or the torrent's top folder. A copy that fails the check is refused.
+    """
+    from ..torrent import seed as seed_checkpoint
+
+    def ready(seeder: Any) -> None:
+        if as_json:
+            return  # the "seeding" event carries the magnet link
+        click.echo(seeder.magnet)
+        sys.stdout.flush()
+        click.echo(f"seeding {seeder.save_path} on port {seeder.port}; Ctrl-C to stop", err=True)
+
+    with _progress.bar(None, desc="check", quiet=quiet or as_json) as bar:
+        report = seed_checkpoint(directory, torrent=torrent_file, listen=listen, discovery=not no_dht, peers=peers,
+                                 max_upload_rate=max_upload_rate, max_connections=max_connections,
+                                 seed_time=seed_time, seed_ratio=seed_ratio, on_ready=ready,
+                                 on_event=_events(as_json), progress=bar)
+    if as_json:
+        _json_line({"event": "summary", **report.to_dict()})
+    else:
+        click.echo(f"uploaded {human_bytes(report.uploaded_bytes)} in {report.seconds:.1f} s", err=True)
+
+
+@click.group()
+def torrent() -> None:
+    """Make torrents of local checkpoints."""
+
+
+@torrent.command("create")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Torrent file to write (default DIR/<infohash>.torrent).")
+@click.option("--piece-size", callback=_size, metavar="SIZE",
+              help="Bytes per piece, a power of two (e.g. 16M); default suits the total size.")
+@click.option("--web-seed", "web_seeds", multiple=True, metavar="URL", help="HTTP mirror (BEP 19) (repeatable).")
+@click.option("--tracker", "trackers", multiple=True, metavar="URL", help="Announce URL (repeatable).")
+@click.option("--comment", help="Free text stored in the torrent.")
+@json_option
+@quiet_option
+def create(directory: Path, output: Path | None, piece_size: int | None, web_seeds: tuple[str, ...],
+           trackers: tuple[str, ...], comment: str | None, as_json: bool, quiet: bool) -> None:
+    """Make a BitTorrent v1 torrent of a local checkpoint folder (hidden files and .torrent files left out)."""
+    import libtorrent as lt
+
+    from ..torrent import create_torrent, magnet_link
+
+    total = sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+    with _progress.bar(total, desc="hash", quiet=quiet or as_json) as bar:
+        path = create_torrent(directory, output, piece_size=piece_size, web_seeds=web_seeds, trackers=trackers,
+                              comment=comment, progress=bar.update)
+    ti = lt.torrent_info(str(path))
+    info = {"torrent": str(path), "name": ti.name(), "infohash": str(ti.info_hashes().v1),
+            "magnet": magnet_link(ti), "files": ti.num_files(), "bytes": ti.total_size(),
+            "piece_size": ti.piece_length(), "pieces": ti.num_pieces()}
+    if as_json:
+        emit_json(info)
+    else:
+        click.echo(f"{path}: {info['files']} files, {human_bytes(info['bytes'])}, {info['pieces']} pieces of "
+                   f"{human_bytes(info['piece_size'])}")
+        click.echo(info["magnet"])
