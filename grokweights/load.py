@@ -31,7 +31,7 @@ import numpy as np
 from . import tensorstore_io as tsio
 from .config import ModelConfig, preset
 from .constants import CKPT_DIRNAME, STORE_INDEX_NAME
-from .errors import MeshError, StoreError
+from .errors import GrokWeightsError, MeshError, StoreError
 from .layout import layer_of, layout, parse_layers
 from .mesh import GROK1_RULES, MeshSpec, RuleSet, load_rules, shard_factors
 from .plan import ArrayPlan, ReshardPlan, stored_scale_blocks
@@ -316,7 +316,15 @@ def _mesh(mesh: Any, default: MeshSpec) -> Any:
 def _is_store(path: str) -> bool:
     if "://" in path and not path.startswith("file://"):
         return True
-    return os.path.isfile(os.path.join(path, STORE_INDEX_NAME))
+    if os.path.isfile(os.path.join(path, STORE_INDEX_NAME)):
+        return True
+    from .verify import resolve_checkpoint_dir
+
+    try:
+        resolve_checkpoint_dir(path)
+    except GrokWeightsError:
+        return True  # neither: Store() explains what is missing
+    return False
 
 
 def load(path: str | os.PathLike[str], mesh: Any = None, *, rules: RuleSet | str | None = None,

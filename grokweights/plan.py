@@ -194,6 +194,10 @@ class ReshardPlan:
         """The parameters, in file order."""
         return list(dict.fromkeys(a.key for a in self.arrays))
 
+    def keys_paths(self) -> list[str]:
+        """The store paths of every array, in file order."""
+        return [a.store_path for a in self.arrays]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": self.version, "mesh": self.mesh.to_dict(), "rules": self.rules.to_dict(),
