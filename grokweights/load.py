@@ -391,7 +391,8 @@ def load(path: str | os.PathLike[str], mesh: Any = None, *, rules: RuleSet | str
 def _wanted(layers: Any, cfg: ModelConfig, present: tuple[int, ...] | None) -> set[int] | None:
     if layers is None:
         return None
-    wanted = set(parse_layers(layers, num_layers=cfg.num_layers) if isinstance(layers, str) else layers)
+    text = layers if isinstance(layers, str) else ",".join(str(int(i)) for i in layers)
+    wanted = set(parse_layers(text, num_layers=cfg.num_layers))
     missing = sorted(wanted - set(present)) if present is not None else []
     if missing:
         raise StoreError(f"layers {missing} are not in the store (it holds layers {list(present)}); reshard them",

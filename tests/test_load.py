@@ -1,0 +1,121 @@
+"""The loading API: any mesh from a store or an official ckpt-0, lazy handles, dequantised loads."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from grokweights.config import preset
+from grokweights.constants import LOCAL_MANIFEST_NAME
+from grokweights.errors import MeshError, StoreError, UsageError
+from grokweights.layout import layout
+from grokweights.load import LoadStats, Store, load, open
+from grokweights.manifest_ops import create_manifest
+from grokweights.params import QuantizedWeight
+from grokweights.shards import dequantize, read_shard
+from grokweights.store import reshard
+from grokweights.synth import synthesize
+
+TINY = preset("tiny")
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    synthesize(root, TINY, seed=5)
+    create_manifest(root, name="tiny-load", config=TINY).save(root / LOCAL_MANIFEST_NAME)
+    return root
+
+
+@pytest.fixture(scope="module")
+def store(ckpt, tmp_path_factory):
+    dst = tmp_path_factory.mktemp("store") / "st"
+    reshard(ckpt, dst, "data=1,model=8")
+    return dst
+
+
+def _check(params, root, *, dtype=None, layers=None):
+    specs = [s for s in layout(TINY) if layers is None or s.layer is None or s.layer in layers]
+    assert sum(len(v) for v in params.values()) == len(specs)
+    for spec in specs:
+        src, leaf = read_shard(root / "ckpt-0" / spec.file), params[spec.path][spec.name]
+        if spec.kind == "array":
+            assert isinstance(leaf, jax.Array) and np.array_equal(np.asarray(leaf), src), spec.key
+        elif dtype is not None:
+            assert leaf.dtype == dtype
+            assert np.array_equal(np.asarray(leaf), dequantize(src.weight, src.scales, dtype=dtype)), spec.key
+        else:
+            assert isinstance(leaf, QuantizedWeight) and leaf.weight.dtype == jnp.int8
+            assert np.array_equal(np.asarray(leaf.weight), src.weight), spec.key
+            assert np.array_equal(np.asarray(leaf.dequantize()), dequantize(src.weight, src.scales)), spec.key
+
+
+def test_load_store_on_its_own_mesh_reads_each_byte_once(store, ckpt):
+    stats = LoadStats()
+    params = load(store, stats=stats)
+    _check(params, ckpt)
+    leaf = params["language_model/in_out_embed"]["embeddings"]
+    assert isinstance(leaf.sharding, jax.sharding.NamedSharding)
+    assert leaf.sharding.mesh.shape == {"data": 1, "model": 8}
+    # one process addresses all 8 devices: every region once, replicated arrays once
+    assert stats.bytes_read == open(store).plan.total_bytes and stats.source == "store"
+
+
+@pytest.mark.parametrize("mesh,rules", [("data=8,model=1", None), ("data=2,model=4", None),
+                                        ("expert=4,model=2", "expert")])
+def test_store_served_on_another_mesh_and_rules(store, ckpt, mesh, rules):
+    params = load(store, mesh, rules=rules)
+    _check(params, ckpt)
+    w = params["transformer/decoder_layer_1/moe/linear_1"]["w"]
+    assert w.weight.sharding.spec == jax.sharding.PartitionSpec(*(
+        ("expert", "model", None) if rules == "expert" else (None, "model", "data")))
+
+
+def test_load_official_checkpoint_directly(ckpt):
+    devices = np.array(jax.devices()[:4]).reshape(2, 2)
+    stats = LoadStats()
+    params = load(ckpt / "ckpt-0", jax.sharding.Mesh(devices, ("data", "model")), stats=stats)
+    _check(params, ckpt)
+    assert stats.source == "ckpt-0"
+    assert len(params["transformer/decoder_layer_0/moe/linear_1"]["w"].weight.sharding.device_set) == 4
+
+
+def test_dequantised_load_and_layer_subset(store, ckpt):
+    _check(load(store, dtype=jnp.bfloat16, layers=[1]), ckpt, dtype=jnp.bfloat16, layers=[1])
+    _check(load(ckpt, "data=2,model=4", dtype="float32", layers="0"), ckpt, dtype=jnp.float32, layers=[0])
+
+
+def test_mesh_and_layer_errors(store):
+    with pytest.raises(MeshError, match="needs 16 devices but 8 are available"):
+        load(store, "data=2,model=8")
+    with pytest.raises(MeshError, match="axis 'expert', which the mesh data=1,model=8 lacks"):
+        load(store, "data=1,model=8", rules="expert")
+    six = jax.sharding.Mesh(np.array(jax.devices()[:6]).reshape(3, 2), ("data", "model"))
+    with pytest.raises(MeshError, match="dimension 1 of size 64 cannot be split 6 ways"):
+        load(store, six)
+    with pytest.raises(UsageError, match="layer 5 does not exist"):
+        load(store, layers=[1, 5])
+
+
+def test_open_gives_lazy_handles(store, ckpt):
+    handle = open(store)
+    assert isinstance(handle, Store) and "data=1,model=8" in repr(handle)
+    key = "transformer/decoder_layer_0/moe/linear/w/weight"
+    assert key in handle.keys() and handle[key].shape == (8, 64, 344)
+    src = read_shard(ckpt / "ckpt-0" / "tensor00002_000")
+    assert np.array_equal(handle.read(key, (slice(2, 3),)), src.weight[2:3])
+    assert all(handle.sha256(k) == handle.index["sha256"][k] for k in handle.keys())
+    with pytest.raises(StoreError, match="no array"):
+        handle.read("nope")
+
+
+def test_layer_missing_from_a_partial_store(ckpt, tmp_path):
+    reshard(ckpt, tmp_path / "part", "data=2,model=4", layers="1")
+    with pytest.raises(StoreError, match=r"layers \[0\] are not in the store \(it holds layers \[1\]\)"):
+        load(tmp_path / "part", layers=[0])
+    params = load(tmp_path / "part")
+    assert not any("decoder_layer_0" in k for k in params)
+    with pytest.raises(StoreError, match="not a grokweights store"):
+        load(tmp_path / "nothing-here")
