@@ -13,8 +13,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
 from grokweights.config import preset
 from grokweights.constants import LOCAL_MANIFEST_NAME
 from grokweights.load import open as open_store
@@ -59,7 +57,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
 def test_two_processes_each_read_their_half(tmp_path):
     config = preset("tiny")
     synthesize(tmp_path, config, seed=7)
