@@ -65,14 +65,24 @@ def _decoder_layer(h: jax.Array, params: Params, i: int, mask: jax.Array, config
 
 
 def _forward_impl(params: Params, tokens: jax.Array, *, config: ModelConfig, layers: tuple[int, ...],
-                  dtype: Any) -> jax.Array:
-    """The traced forward pass (no checks, no placement): [B, T] int32 -> [B, T, V] float32."""
+                  dtype: Any, batch_sharding: NamedSharding | None = None) -> jax.Array:
+    """The traced forward pass (no checks, no placement): [B, T] int32 -> [B, T, V] float32.
+
+    ``batch_sharding`` (a sharding of the batch axis alone) pins the residual stream to it between layers,
+    which keeps the partitioner from re-laying out small activations after the weights' shardings.
+    """
     precision = jax.lax.Precision.HIGHEST if jnp.dtype(dtype) == jnp.float32 else None
+
+    def pin(x: jax.Array, sharding: NamedSharding | None = batch_sharding) -> jax.Array:
+        return x if sharding is None else jax.lax.with_sharding_constraint(x, sharding)
+
     emb = params[EMBED]["embeddings"]  # [V, D] float32
     h = jnp.take(emb, tokens, axis=0).astype(dtype) * config.embedding_multiplier_scale  # [B, T, D]
+    if batch_sharding is not None:  # gathered rows come split like the table's width: collect them first
+        h = pin(pin(h, NamedSharding(batch_sharding.mesh, PartitionSpec())))
     mask = attention_mask(tokens, PAD_TOKEN)  # [B, T, S]
     for i in layers:
-        h = _decoder_layer(h, params, i, mask, config, dtype, precision)
+        h = pin(_decoder_layer(h, params, i, mask, config, dtype, precision))
     h = rms_norm(h, params[FINAL_NORM]["scale"], dtype)
     logits = jnp.einsum("btd,vd->btv", h, emb.astype(dtype), precision=precision)  # tied unembedding
     return (logits * config.output_multiplier_scale).astype(jnp.float32)
@@ -177,7 +187,8 @@ def _placed(params: Params, tokens: np.ndarray) -> tuple[Params, jax.Array, Any]
 @functools.lru_cache(maxsize=32)
 def _jitted(config: ModelConfig, layers: tuple[int, ...], dtype: str, treedef: Any, shardings: tuple[Any, ...],
             token_sharding: Any) -> Callable[[Params, jax.Array], jax.Array]:
-    fn = functools.partial(_forward_impl, config=config, layers=layers, dtype=jnp.dtype(dtype))
+    batch = token_sharding if isinstance(token_sharding, NamedSharding) else None
+    fn = functools.partial(_forward_impl, config=config, layers=layers, dtype=jnp.dtype(dtype), batch_sharding=batch)
     in_shardings = (jax.tree_util.tree_unflatten(treedef, shardings), token_sharding)
     return jax.jit(fn, in_shardings=in_shardings, out_shardings=token_sharding)
 
