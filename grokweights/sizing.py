@@ -24,7 +24,8 @@ from .layout import layout, parse_layers
 from .mesh import MeshSpec, RuleSet, load_rules, shard_factors
 from .plan import ITEMSIZE, ReshardPlan, plan_reshard
 
-__all__ = ["plan", "MachinePlan", "MeshOption", "activation_bytes", "GiB", "ACTIVATION_MARGIN", "USABLE_FRACTION"]
+__all__ = ["plan", "complete_mesh", "MachinePlan", "MeshOption", "activation_bytes", "GiB", "ACTIVATION_MARGIN",
+           "USABLE_FRACTION"]
 
 GiB = 1024**3
 #: the activation estimate is multiplied by this (temporaries the estimate does not name).
@@ -183,6 +184,15 @@ def _axis_names(rules: RuleSet, mesh: MeshSpec) -> tuple[str, ...]:
     return tuple(ordered)
 
 
+def complete_mesh(mesh: MeshSpec, rules: RuleSet) -> MeshSpec:
+    """``mesh`` with every axis the rules name but the mesh lacks added in front with size 1.
+
+    ``model=8`` under the release's rules (which also name ``data``) becomes ``data=1,model=8``.
+    """
+    missing = [name for name in _axis_names(rules, mesh) if name not in mesh.names]
+    return MeshSpec(tuple((name, 1) for name in missing) + mesh.axes) if missing else mesh
+
+
 def _fits(total: int, memory: int | None) -> bool | None:
     return None if memory is None else total <= memory * USABLE_FRACTION
 
@@ -195,7 +205,7 @@ def plan(config: ModelConfig, mesh: MeshSpec | str, *, rules: RuleSet | str = "g
 
     Args:
         config: the model.
-        mesh: the mesh (``"data=2,model=4"``).
+        mesh: the mesh (``"data=2,model=4"``); axes the rules name but the mesh lacks get size 1.
         rules: the partition rules the store uses (``grok1``, ``expert``, a file or a RuleSet).
         layers: the decoder layers to run (default: all).
         batch: sequences per forward pass.
@@ -210,8 +220,8 @@ def plan(config: ModelConfig, mesh: MeshSpec | str, *, rules: RuleSet | str = "g
     Raises:
         UsageError: bad sizes or dtype. MeshError: the rules cannot shard the model on ``mesh``.
     """
-    mesh = MeshSpec.parse(mesh) if isinstance(mesh, str) else mesh
     rules = load_rules(rules)
+    mesh = complete_mesh(MeshSpec.parse(mesh) if isinstance(mesh, str) else mesh, rules)
     if dtype not in ("bfloat16", "float32"):
         raise UsageError(f"compute dtype must be bfloat16 or float32, got {dtype!r}", actual=dtype)
     if batch < 1 or length < 1:
@@ -257,8 +267,8 @@ def _max_layers(config: ModelConfig, mesh: MeshSpec, rules: RuleSet, chosen: tup
     """How many layers (at the requested ones' cost per layer) fit on a device of ``device_memory``."""
     if device_memory is None:
         return None
-    _, shared, acts = _sized(config, mesh, rules, (), **kw)
-    _, one, _ = _sized(config, mesh, rules, chosen[:1] or (0,), **kw)
+    _, shared, _ = _sized(config, mesh, rules, (), **kw)
+    _, one, acts = _sized(config, mesh, rules, chosen[:1] or (0,), **kw)
     per_layer = max(1, one - shared)
     room = device_memory * USABLE_FRACTION - shared - _activation_total(acts)
     return max(0, min(config.num_layers, int(room // per_layer)))

@@ -25,7 +25,7 @@ from .constants import STORE_INDEX_NAME
 from .errors import MeshError, UsageError
 from .fingerprint import Fingerprint
 from .mesh import MeshSpec
-from .sizing import MachinePlan
+from .sizing import MachinePlan, complete_mesh
 
 __all__ = ["smoke", "smoke_plan", "SmokeReport", "Check", "TopToken", "DEFAULT_PROMPT", "default_tokens"]
 
@@ -152,6 +152,7 @@ def _mesh_spec(mesh: MeshSpec | str | None, source: _Source, devices: int) -> Me
         mesh = _single(source) if mesh in ("1", "single") else MeshSpec.parse(mesh)
     if mesh is None:
         mesh = source.mesh or MeshSpec((("data", 1), ("model", devices)))
+    mesh = complete_mesh(mesh, source.rules)
     if mesh.size > devices:
         raise MeshError(f"mesh {mesh} needs {mesh.size} devices but {devices} are available; choose a smaller mesh "
                         f"with --mesh (see `grokweights plan --devices {devices}`)", expected=f"<= {devices}",
@@ -294,7 +295,8 @@ def smoke(store: str | os.PathLike[str], *, mesh: MeshSpec | str | None = None, 
     Args:
         store: a resharded store (or a folder holding ``ckpt-0/``, read directly).
         mesh: the mesh to load onto (``"data=2,model=4"``, ``"single"``); default: the store's mesh. Uses the
-            first ``mesh.size`` devices of the default backend.
+            first ``mesh.size`` devices of the default backend; axes the store's rules name but the mesh
+            lacks get size 1 (``model=8`` is ``data=1,model=8`` under the release's rules).
         layers: decoder layers to run (``"0-1"`` or indices); default: every layer the store holds.
         tokens: token ids, one sequence or a list of equal-length sequences.
         prompt: text to encode with ``tokenizer`` instead of ``tokens``.
@@ -378,7 +380,9 @@ def smoke_plan(store: str | os.PathLike[str], *, mesh: MeshSpec | str | None = N
     tok = Tokenizer(tokenizer) if tokenizer is not None and not isinstance(tokenizer, Tokenizer) else tokenizer
     ids = _tokens(source.config, tokens, prompt, tok, batch)
     found_device, found_host, on_cpu = _memory()
+    host = host_memory if host_memory is not None else found_host
+    if device_memory is None:  # CPU devices share the host's memory
+        device_memory = found_device if found_device is not None or not on_cpu or host is None else host // spec.size
     return plan(source.config, spec, rules=source.rules, layers=chosen, batch=ids.shape[0], length=ids.shape[1],
-                dtype=dtype, store_dtype=source.store_dtype, devices=jax.device_count(),
-                device_memory=device_memory if device_memory is not None else found_device,
-                host_memory=host_memory if host_memory is not None else found_host, shared_host=on_cpu)
+                dtype=dtype, store_dtype=source.store_dtype, devices=jax.device_count(), device_memory=device_memory,
+                host_memory=host, shared_host=on_cpu)
