@@ -117,6 +117,8 @@ def settings(options: SessionOptions) -> dict[str, Any]:
         # a peer dropped while nothing was wanted yet (before the file selection) may be retried soon
         "min_reconnect_time": 1,
         "active_downloads": -1, "active_seeds": -1, "active_limit": -1,
+        # rate limits apply to every peer, on the local network too (a cluster fan-out is local)
+        "ignore_limits_on_local_network": False,
         "download_rate_limit": options.max_download_rate or 0,
         "upload_rate_limit": options.max_upload_rate or 0,
     }
