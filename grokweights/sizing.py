@@ -189,8 +189,12 @@ def complete_mesh(mesh: MeshSpec, rules: RuleSet) -> MeshSpec:
 
     ``model=8`` under the release's rules (which also name ``data``) becomes ``data=1,model=8``.
     """
-    missing = [name for name in _axis_names(rules, mesh) if name not in mesh.names]
-    return MeshSpec(tuple((name, 1) for name in missing) + mesh.axes) if missing else mesh
+    order = {name: i for i, name in enumerate(_axis_names(rules, MeshSpec((("_", 1),))))}
+    axes = list(mesh.axes)
+    for name in [n for n in order if n not in mesh.names]:
+        later = [i for i, (n, _) in enumerate(axes) if order.get(n, len(order)) > order[name]]
+        axes.insert(later[0] if later else len(axes), (name, 1))
+    return MeshSpec(tuple(axes))
 
 
 def _fits(total: int, memory: int | None) -> bool | None:
