@@ -27,7 +27,8 @@ from .fingerprint import Fingerprint
 from .mesh import MeshSpec
 from .sizing import MachinePlan, complete_mesh
 
-__all__ = ["smoke", "smoke_plan", "SmokeReport", "Check", "TopToken", "DEFAULT_PROMPT", "default_tokens"]
+__all__ = ["smoke", "smoke_plan", "simulate_cpu_devices", "SmokeReport", "Check", "TopToken", "DEFAULT_PROMPT",
+           "default_tokens"]
 
 logger = logging.getLogger(__name__)
 
@@ -155,9 +156,29 @@ def _mesh_spec(mesh: MeshSpec | str | None, source: _Source, devices: int) -> Me
     mesh = complete_mesh(mesh, source.rules)
     if mesh.size > devices:
         raise MeshError(f"mesh {mesh} needs {mesh.size} devices but {devices} are available; choose a smaller mesh "
-                        f"with --mesh (see `grokweights plan --devices {devices}`)", expected=f"<= {devices}",
-                        actual=mesh.size)
+                        f"with --mesh (see `grokweights plan --devices {devices}`), or on a machine without "
+                        f"accelerators simulate CPU devices with --host-devices {mesh.size}",
+                        expected=f"<= {devices}", actual=mesh.size)
     return mesh
+
+
+def simulate_cpu_devices(count: int) -> None:
+    """Make the CPU backend present ``count`` devices (XLA's host platform device count).
+
+    Must run before jax is first imported in this process; accelerators, where present, are unaffected.
+
+    Raises:
+        UsageError: jax is already imported (the setting would be ignored).
+    """
+    import sys
+
+    if count < 1:
+        raise UsageError(f"device count must be positive, got {count}", actual=count)
+    if "jax" in sys.modules:
+        raise UsageError("cannot set the CPU device count: jax is already initialised in this process; set "
+                         f"XLA_FLAGS=--xla_force_host_platform_device_count={count} before starting it")
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
+    os.environ["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={count}"])
 
 
 def default_tokens(config: ModelConfig, length: int = 16) -> list[int]:

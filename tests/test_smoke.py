@@ -14,7 +14,7 @@ from grokweights.errors import MeshError, UsageError
 from grokweights.fingerprint import Fingerprint
 from grokweights.layout import layout
 from grokweights.shards import QuantizedWeight8bit, read_shard, write_shard
-from grokweights.smoke import smoke
+from grokweights.smoke import simulate_cpu_devices, smoke
 from grokweights.store import reshard
 from grokweights.synth import synthesize
 
@@ -161,3 +161,18 @@ def test_bad_input_is_named(stores):
 def test_checkpoint_folder_directly(stores):
     report = smoke(stores["root"] / "good-src", mesh="data=1,model=8", layers="0")
     assert report.ok and report.source == "ckpt-0" and report.layers == (0,)
+
+
+def test_host_devices_simulates_cpu_devices(stores):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    code = "from grokweights.cli import main; main()"
+    out = subprocess.run([sys.executable, "-c", code, "smoke", str(stores["good"]), "--host-devices", "8",
+                          "--dry-run", "--json"], capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["devices"] == 8
+    with pytest.raises(UsageError, match="jax is already initialised"):
+        simulate_cpu_devices(8)

@@ -128,6 +128,8 @@ def _render_report(report) -> None:
               help="Fingerprint file the logits must match (written earlier with --save-expect).")
 @click.option("--save-expect", type=click.Path(dir_okay=False, path_type=Path),
               help="Write this run's logits fingerprint here.")
+@click.option("--host-devices", type=click.IntRange(min=1), help="Simulate this many CPU devices (for machines "
+              "without accelerators; same as XLA_FLAGS=--xla_force_host_platform_device_count=N).")
 @click.option("--dry-run", is_flag=True, help="Only size the run for this machine (see `grokweights plan`).")
 @click.option("--device-memory", type=click.FloatRange(min=0, min_open=True),
               help="GiB per device for --dry-run (default: what the backend reports).")
@@ -135,7 +137,8 @@ def _render_report(report) -> None:
 @json_option
 def smoke(store: str, mesh_text: str | None, layers: str | None, prompt: str | None, tokenizer: Path | None,
           tokens_text: str | None, batch: int | None, dtype: str, check_mesh: str | None, tolerance: float | None,
-          expect: Path | None, save_expect: Path | None, dry_run: bool, device_memory: float | None,
+          expect: Path | None, save_expect: Path | None, host_devices: int | None, dry_run: bool,
+          device_memory: float | None,
           preset_name: str | None, config_file: Path | None, as_json: bool) -> None:
     """Load STORE onto the devices, run the Grok-1 forward pass and check the logits.
 
@@ -143,10 +146,12 @@ def smoke(store: str, mesh_text: str | None, layers: str | None, prompt: str | N
     with --check-mesh / --expect equality with another mesh / a saved fingerprint. Exit status 0 only
     when every check passed.
     """
+    from ..smoke import simulate_cpu_devices, smoke_plan
     from ..smoke import smoke as run_smoke
-    from ..smoke import smoke_plan
     from ..tokenizer import parse_token_ids
 
+    if host_devices is not None:
+        simulate_cpu_devices(host_devices)
     tokens = parse_token_ids(tokens_text) if tokens_text is not None else None
     config = resolve_config(preset_name, config_file)
     common = dict(mesh=mesh_text, layers=layers, tokens=tokens, prompt=prompt, tokenizer=tokenizer, batch=batch,
