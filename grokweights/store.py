@@ -34,6 +34,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,34 +177,36 @@ def _row_provider(array: ArrayPlan, source: Any) -> tuple[Callable[[int, int, in
     return (lambda r0, r1, slot: data[r0:r1]), data
 
 
-def _write_array(array: ArrayPlan, source: Any, spec: dict[str, Any], ctx: Any,
+def _write_array(array: ArrayPlan, source: Any, spec: dict[str, Any], ctx: Any, hasher: ThreadPoolExecutor,
                  progress: Callable[[int], None]) -> str:
-    """Write every chunk of ``array`` (unpublished); returns the sha256 of its logical data."""
+    """Write every chunk of ``array`` (unpublished); returns the sha256 of its logical data.
+
+    Rows of chunks are written by tensorstore's threads while ``hasher`` (one thread, so rows are hashed
+    in order) digests them: hashing and writing overlap on separate cores.
+    """
     store = tsio.open_array(spec, mode="unpublished", ctx=ctx)
     row_of, base = _row_provider(array, source)
     shape, chunk = array.shape, array.chunk_shape
     digest = hashlib.sha256()
-    pending: list[tuple[list[Any], np.ndarray, int]] = []
+    pending: list[tuple[list[Any], np.ndarray]] = []
 
-    def finish(entry: tuple[list[Any], np.ndarray, int]) -> None:
-        futures, data, nbytes = entry
+    def finish(entry: tuple[list[Any], np.ndarray]) -> None:
+        futures, data = entry
         for f in futures:
             f.result()
         _drop_pages(base, data)
-        progress(nbytes)
+        progress(data.nbytes)
 
     for slot, r0 in enumerate(range(0, shape[0], chunk[0])):
         r1 = min(shape[0], r0 + chunk[0])
         if len(pending) == 2:
             finish(pending.pop(0))  # also frees the dequantisation buffer of this slot
         data = row_of(r0, r1, slot % 2)
-        futures = []
+        futures: list[Any] = [hasher.submit(digest.update, np.ascontiguousarray(data).reshape(-1).view(np.uint8))]
         for starts in itertools.product(*(range(0, n, c) for n, c in zip(shape[1:], chunk[1:], strict=True))):
             local = (slice(0, r1 - r0),) + tuple(slice(s, s + c) for s, c in zip(starts, chunk[1:], strict=True))
-            target = (slice(r0, r1),) + local[1:]
-            futures.append(store[target].write(data[local]))
-        digest.update(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
-        pending.append((futures, data, data.nbytes))
+            futures.append(store[(slice(r0, r1),) + local[1:]].write(data[local]))
+        pending.append((futures, data))
     for entry in pending:
         finish(entry)
     return digest.hexdigest()
@@ -331,6 +334,28 @@ def _check_space(kv: dict[str, Any], needed: int) -> None:
                                      "space or choose another destination", path=path, expected=needed, actual=free)
 
 
+def _write_all(plan: ReshardPlan, ckpt: str, kv: dict[str, Any], ctx: Any, sources: dict[str, Any],
+               done: dict[str, str | None], progress: Callable[[int], None]) -> tuple[list[str], dict[str, str]]:
+    """Write every array not ``done``; returns the store paths written and every array's sha256."""
+    written, digests = [], {}
+    with ThreadPoolExecutor(1, thread_name_prefix="sha256") as hasher:
+        for array in plan.arrays:
+            if done[array.store_path] is not None:
+                digests[array.store_path] = done[array.store_path]
+                progress(array.nbytes)
+                continue
+            tsio.delete_prefix(kv, array.store_path, ctx=ctx)
+            spec = tsio.zarr3_spec(kv, array.store_path, shape=array.shape, dtype=array.dtype,
+                                   chunk_shape=array.chunk_shape, codec=array.codec)
+            source = read_shard(os.path.join(ckpt, array.source_file))
+            record = {"plan": array.to_dict(), "source": sources[array.source_file]}
+            record["sha256"] = digests[array.store_path] = _write_array(array, source, spec, ctx, hasher, progress)
+            _publish(array, kv, ctx, record)
+            written.append(array.store_path)
+            logger.debug("wrote %s (%d bytes)", array.store_path, array.nbytes)
+    return written, digests
+
+
 def reshard(src: str | os.PathLike[str], dst: str | os.PathLike[str], mesh: MeshSpec | str, *,
             rules: RuleSet | str = "grok1", dtype: str = "keep", compression: str = "none",
             jobs: int | None = None, layers: str | Iterable[int] | None = None, manifest: Any = None,
@@ -383,26 +408,10 @@ def reshard(src: str | os.PathLike[str], dst: str | os.PathLike[str], mesh: Mesh
         raise StoreError(f"{dst}: already holds a store for another plan (mesh {existing.get('mesh')}, rules "
                          f"{existing.get('rules', {}).get('name')}); delete it or choose another destination",
                          path=os.fspath(dst))
-    written, skipped, digests, total = [], [], {}, 0
     sources = {s.file: _source_identity(s, ckpt, manifest) for s in selected}
     done = {a.store_path: _completed(a, kv, ctx, sources[a.source_file]) for a in plan.arrays}
     _check_space(kv, sum(a.nbytes for a in plan.arrays if done[a.store_path] is None))
-    for array in plan.arrays:
-        record = {"plan": array.to_dict(), "source": sources[array.source_file]}
-        if done[array.store_path] is not None:
-            digests[array.store_path] = done[array.store_path]
-            skipped.append(array.store_path)
-            report_progress(array.nbytes)
-            continue
-        tsio.delete_prefix(kv, array.store_path, ctx=ctx)
-        spec = tsio.zarr3_spec(kv, array.store_path, shape=array.shape, dtype=array.dtype,
-                               chunk_shape=array.chunk_shape, codec=array.codec)
-        source = read_shard(os.path.join(ckpt, array.source_file))
-        record["sha256"] = digests[array.store_path] = _write_array(array, source, spec, ctx, report_progress)
-        _publish(array, kv, ctx, record)
-        written.append(array.store_path)
-        total += array.nbytes
-        logger.debug("wrote %s (%d bytes)", array.store_path, array.nbytes)
+    written, digests = _write_all(plan, ckpt, kv, ctx, sources, done, report_progress)
     index = {
         "format": INDEX_FORMAT, "version": plan.version,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -410,5 +419,7 @@ def reshard(src: str | os.PathLike[str], dst: str | os.PathLike[str], mesh: Mesh
         "plan": plan.to_dict(), "sha256": digests, "source": {"manifest": _manifest_identity(manifest)},
     }
     tsio.write_key(kv, STORE_INDEX_NAME, json.dumps(index, indent=1).encode(), ctx=ctx)
-    return ReshardReport(plan, os.fspath(dst), written=tuple(written), skipped=tuple(skipped), bytes_written=total,
+    return ReshardReport(plan, os.fspath(dst), written=tuple(written),
+                         skipped=tuple(p for p in digests if p not in written),
+                         bytes_written=sum(plan.array(p).nbytes for p in written),
                          seconds=time.perf_counter() - start, verified=verified)
