@@ -310,3 +310,12 @@ def test_grok1_shapes_without_allocating():
     tree = abstract_params(grok)
     total = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(tree))
     assert total > 300e9
+
+
+def test_float_weights_stand_in_for_int8(params, single):
+    """A store resharded with dequantised weights gives the same logits as the int8 one."""
+    plain = jax.tree_util.tree_map(
+        lambda leaf: np_dequantize(leaf.weight, leaf.scales) if isinstance(leaf, QuantizedWeight) else leaf,
+        params, is_leaf=lambda leaf: isinstance(leaf, QuantizedWeight))
+    logits = np.asarray(forward(plain, TOKENS, TINY, dtype=jnp.float32))
+    np.testing.assert_allclose(logits, single[1], rtol=0, atol=2e-5)
