@@ -163,3 +163,28 @@ def _make_torrent(directory: Path, out: Path) -> Path:
     from grokweights.torrent import create_torrent
 
     return create_torrent(directory, out)
+
+
+def test_fetch_from_a_manifest_writes_it_beside_ckpt0_and_can_keep_seeding(source, tmp_path):
+    """SOURCE = a manifest whose magnet link points at a seeder of the bare ckpt-0 (no manifest inside)."""
+    import shutil
+    from dataclasses import replace
+
+    from grokweights.manifest import Sources, load_manifest
+
+    bare = tmp_path / "bare" / "tiny"
+    shutil.copytree(source / "ckpt-0", bare / "ckpt-0")
+    proc, magnet, _ = start_seeder(bare)
+    try:
+        manifest = load_manifest(source / LOCAL_MANIFEST_NAME)
+        mine = replace(manifest, sources=Sources(magnet=magnet))
+        path = mine.save(tmp_path / "mine.json")
+        rc, fetcher = _run(fetch_args(str(path), tmp_path / "dl", "--seed-time", "1"))
+        assert rc == 0, fetcher.stderr()
+        summary = fetcher.summary()
+        local = tmp_path / "dl" / "tiny" / LOCAL_MANIFEST_NAME
+        assert summary["manifest"] == str(local) and load_manifest(local).shards == manifest.shards
+        assert summary["verification"]["manifest"]["counts"] == {"ok": 26}
+        assert [e["state"] for e in fetcher.events if e["event"] == "state"][-1] == "seeding"
+    finally:
+        proc.stop()

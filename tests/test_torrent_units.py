@@ -138,3 +138,14 @@ def test_preflight_reports_needed_available_and_path(tmp_path, monkeypatch):
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "a").write_bytes(b"x" * 5000)  # already there: only b is still needed
     assert preflight(tmp_path, files, free=lambda p: 3000)[0] <= 3000
+
+
+def test_default_source_is_the_shipped_grok1_magnet():
+    from grokweights.torrent_meta import resolve_source
+
+    src = resolve_source("grok-1")
+    assert src.kind == "manifest" and src.manifest.name == "grok-1"
+    assert src.magnet.startswith("magnet:?xt=urn:btih:5f96d43576e3d386c9ba65b883210a393b68210e")
+    assert resolve_source("magnet:?xt=urn:btih:" + "0" * 40, manifest="grok-1").manifest.name == "grok-1"
+    with pytest.raises(UsageError, match="does not exist"):
+        resolve_source("nothing.torrent")
