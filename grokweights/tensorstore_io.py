@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 from .errors import StoreError, UsageError
 
 __all__ = ["kvstore_spec", "join", "zarr3_spec", "codecs_for", "context", "open_array", "open_kvstore",
-           "read_key", "write_key", "delete_prefix", "local_path", "ZARR_DTYPES"]
+           "read_into", "read_key", "write_key", "delete_prefix", "local_path", "ZARR_DTYPES"]
 
 #: our dtype names -> zarr3 data types.
 ZARR_DTYPES = {"float32": "float32", "int8": "int8", "bfloat16": "bfloat16"}
@@ -106,6 +106,13 @@ def open_array(spec: dict[str, Any], *, mode: str = "open", ctx: Any = None) -> 
     except ValueError as exc:
         where = spec["kvstore"].get("path", "")
         raise StoreError(f"{where}: cannot open zarr3 array ({mode}): {exc}", path=where) from None
+
+
+def read_into(view: Any, out: Any) -> Any:
+    """Start reading the tensorstore ``view`` into the numpy array ``out`` (same shape); returns a future."""
+    import tensorstore as ts
+
+    return ts.array(out, copy=False, write=True).write(view)
 
 
 def open_kvstore(kvstore: dict[str, Any], *, ctx: Any = None) -> Any:

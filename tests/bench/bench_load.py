@@ -1,0 +1,123 @@
+"""Benchmark: load one full-width Grok-1 layer onto 8 simulated CPU devices, against the upstream approach.
+
+Uses the work folder of bench_reshard (synthesizing ``preset("grok-1", layers=1)``, 8.1 GB, if missing),
+reshards it for data=1,model=8 once, then times each method in a fresh process (8 CPU devices,
+``jax.block_until_ready`` on the result):
+
+* upstream:        for each shard, copy it to /dev/shm, ``pickle.load`` it, delete the copy, then
+                   ``jax.device_put`` every array with the release's sharding (what the release's loader does);
+* grokweights.load from the store;
+* grokweights.load from ckpt-0 directly (the safe memory-mapped reader).
+
+Prints seconds, the speed-up over upstream (target >= 3x for the store), the bytes each method read and
+the process's peak RSS.
+
+Usage: python tests/bench/bench_load.py [--workdir DIR] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_reshard import du, source  # noqa: E402
+
+_PRELUDE = """
+import json, os, sys, time
+import jax
+import numpy as np
+from grokweights.config import preset
+from grokweights.layout import layout
+from grokweights.mesh import GROK1_RULES
+mesh = jax.sharding.Mesh(np.array(jax.devices()).reshape(1, 8), ("data", "model"))
+specs = layout(preset("grok-1", layers=1))
+start = time.perf_counter()
+"""
+
+_UPSTREAM = _PRELUDE + """
+import pickle, shutil
+import __main__
+from dataclasses import dataclass
+import ml_dtypes  # noqa: F401  (bfloat16 scales)
+
+@dataclass
+class QuantizedWeight8bit:
+    weight: object
+    scales: object
+
+__main__.QuantizedWeight8bit = QuantizedWeight8bit
+ckpt, leaves, read = sys.argv[1], [], 0
+for spec in specs:
+    tmp = f"/dev/shm/grokweights-bench-{os.getpid()}"
+    shutil.copyfile(os.path.join(ckpt, spec.file), tmp)
+    read += os.path.getsize(tmp)
+    with open(tmp, "rb") as f:
+        value = pickle.load(f)
+    os.remove(tmp)
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*GROK1_RULES.spec_for(spec.key)))
+    arrays = [value.weight, value.scales] if spec.kind == "quantized" else [value]
+    leaves += [jax.device_put(a, sharding) for a in arrays]
+    del value, arrays
+jax.block_until_ready(leaves)
+print(json.dumps({"seconds": time.perf_counter() - start, "bytes_read": read}))
+"""
+
+_OURS = _PRELUDE + """
+from grokweights.load import LoadStats, load
+stats = LoadStats()
+params = load(sys.argv[1], mesh, stats=stats)
+jax.block_until_ready(params)
+print(json.dumps({"seconds": time.perf_counter() - start, "bytes_read": stats.bytes_read}))
+"""
+
+
+def run(script: str, path: Path) -> dict:
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
+           "NUMPY_MADVISE_HUGEPAGE": "0", "GROKWEIGHTS_DISABLE_PROGRESS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, env=env, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        raise SystemExit(f"benchmark process failed (status {status})")
+    return {**json.loads(out.strip().splitlines()[-1]), "peak_rss": usage.ru_maxrss * 1024}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, help="Folder for the checkpoint and store (default: a temp dir).")
+    parser.add_argument("--keep", action="store_true", help="Keep the store.")
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="grokweights-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    store = workdir / "store-load"
+    try:
+        src = source(workdir)
+        if not (store / "grokweights.json").exists():
+            from grokweights.store import reshard
+
+            reshard(src, store, "data=1,model=8", verify=False)
+        total = du(src / "ckpt-0")
+        rows = [("upstream", run(_UPSTREAM, src / "ckpt-0")), ("load(store)", run(_OURS, store)),
+                ("load(ckpt-0)", run(_OURS, src / "ckpt-0"))]
+        base = rows[0][1]["seconds"]
+        print(f"checkpoint: {total / 1e9:.2f} GB; mesh data=1,model=8 on 8 CPU devices; one process")
+        print(f"{'':14} {'seconds':>8} {'speed-up':>8} {'read GB':>8} {'peak RSS':>9}")
+        for name, r in rows:
+            print(f"{name:14} {r['seconds']:8.2f} {base / r['seconds']:7.2f}x {r['bytes_read'] / 1e9:8.2f} "
+                  f"{r['peak_rss'] / 2**30:6.2f} GiB")
+    finally:
+        if not args.keep:
+            shutil.rmtree(store, ignore_errors=True)
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
