@@ -124,7 +124,8 @@ class Fingerprint:
         """Write the fingerprint as JSON, atomically (temporary name, then rename)."""
         path = Path(path)
         tmp = path.with_name(f".{path.name}.partial")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        fields = ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in self.to_dict().items())
+        tmp.write_text("{\n" + fields + "\n}\n")  # one line per field: short diffs in version control
         os.replace(tmp, path)
         return path
 
