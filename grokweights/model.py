@@ -139,7 +139,8 @@ def check_params(params: Params, config: ModelConfig, layers: Iterable[int] | No
     """
     problems = []
     for spec in select(layout(config), layers=layers):
-        leaf = params.get(spec.path, {}).get(spec.name) if isinstance(params.get(spec.path), dict) else None
+        module = params.get(spec.path)
+        leaf = module.get(spec.name) if isinstance(module, dict) else None
         problem = "missing" if leaf is None else _leaf_problem(spec, leaf)
         if problem:
             problems.append(f"{spec.key}: {problem}")
