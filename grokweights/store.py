@@ -127,14 +127,15 @@ def _mmap_of(array: np.ndarray) -> mmap.mmap | None:
     return base
 
 
-def _drop_pages(array: np.ndarray, view: np.ndarray) -> None:
-    """Unmap the pages of ``view`` (part of a memory-mapped ``array``); the page cache keeps them."""
-    mm = _mmap_of(array)
+def _drop_pages(view: np.ndarray | None) -> None:
+    """Unmap the pages of ``view``, a contiguous view of a memory-mapped shard; the page cache keeps them."""
+    mm = _mmap_of(view) if view is not None else None
     if mm is None or view.size == 0:
         return
-    base = np.frombuffer(mm, np.uint8, count=1).ctypes.data
-    start = view.ctypes.data - base
+    start = view.ctypes.data - np.frombuffer(mm, np.uint8, count=1).ctypes.data
     stop = start + view.nbytes
+    if not 0 <= start < stop <= len(mm):
+        return
     start -= start % _PAGE
     try:
         mm.madvise(mmap.MADV_DONTNEED, start, min(len(mm), stop) - start)
@@ -155,26 +156,30 @@ def _source_identity(spec: TensorSpec, ckpt: str, manifest: Any) -> dict[str, An
 # ------------------------------------------------------------------------------------------- writing
 
 
-def _row_provider(array: ArrayPlan, source: Any) -> tuple[Callable[[int, int, int], np.ndarray], np.ndarray]:
-    """``(row(r0, r1, slot) -> data, memory-mapped base)`` for one store array."""
+RowOf = Callable[[int, int, int], tuple[np.ndarray, "np.ndarray | None"]]
+
+
+def _row_provider(array: ArrayPlan, source: Any) -> RowOf:
+    """``row(r0, r1, slot) -> (data, source view)``: rows ``r0:r1`` of the stored array, and the memory-mapped
+    source rows they were made from (whose pages are dropped once written), for one store array."""
     if array.role == "scales":
         data = expand_scales(np.asarray(source.scales), array.shape[-2])
-        return (lambda r0, r1, slot: data[r0:r1]), data
+        return lambda r0, r1, slot: (data[r0:r1], None)
     if array.source_kind == "quantized" and array.role == "array":
         weight, scales = source.weight, source.scales
         dtype = _NP_DTYPES[array.dtype]
         buffers: dict[int, np.ndarray] = {}
 
-        def dequantized(r0: int, r1: int, slot: int) -> np.ndarray:
+        def dequantized(r0: int, r1: int, slot: int) -> tuple[np.ndarray, np.ndarray]:
             shape = (r1 - r0, *array.shape[1:])
             buf = buffers.get(slot)
             if buf is None or buf.shape[0] < shape[0]:
                 buf = buffers[slot] = np.empty(shape, dtype)
-            return dequantize_region(weight, scales, (slice(r0, r1),), dtype, out=buf)
+            return dequantize_region(weight, scales, (slice(r0, r1),), dtype, out=buf), weight[r0:r1]
 
-        return dequantized, weight
+        return dequantized
     data = source.weight if array.role == "weight" else source
-    return (lambda r0, r1, slot: data[r0:r1]), data
+    return lambda r0, r1, slot: (data[r0:r1], data[r0:r1])
 
 
 def _write_array(array: ArrayPlan, source: Any, spec: dict[str, Any], ctx: Any, hasher: ThreadPoolExecutor,
@@ -185,28 +190,28 @@ def _write_array(array: ArrayPlan, source: Any, spec: dict[str, Any], ctx: Any, 
     in order) digests them: hashing and writing overlap on separate cores.
     """
     store = tsio.open_array(spec, mode="unpublished", ctx=ctx)
-    row_of, base = _row_provider(array, source)
+    row_of = _row_provider(array, source)
     shape, chunk = array.shape, array.chunk_shape
     digest = hashlib.sha256()
-    pending: list[tuple[list[Any], np.ndarray]] = []
+    pending: list[tuple[list[Any], np.ndarray, np.ndarray | None]] = []
 
-    def finish(entry: tuple[list[Any], np.ndarray]) -> None:
-        futures, data = entry
+    def finish(entry: tuple[list[Any], np.ndarray, np.ndarray | None]) -> None:
+        futures, data, consumed = entry
         for f in futures:
             f.result()
-        _drop_pages(base, data)
+        _drop_pages(consumed)
         progress(data.nbytes)
 
     for slot, r0 in enumerate(range(0, shape[0], chunk[0])):
         r1 = min(shape[0], r0 + chunk[0])
         if len(pending) == 2:
             finish(pending.pop(0))  # also frees the dequantisation buffer of this slot
-        data = row_of(r0, r1, slot % 2)
+        data, consumed = row_of(r0, r1, slot % 2)
         futures: list[Any] = [hasher.submit(digest.update, np.ascontiguousarray(data).reshape(-1).view(np.uint8))]
         for starts in itertools.product(*(range(0, n, c) for n, c in zip(shape[1:], chunk[1:], strict=True))):
             local = (slice(0, r1 - r0),) + tuple(slice(s, s + c) for s, c in zip(starts, chunk[1:], strict=True))
             futures.append(store[(slice(r0, r1),) + local[1:]].write(data[local]))
-        pending.append((futures, data))
+        pending.append((futures, data, consumed))
     for entry in pending:
         finish(entry)
     return digest.hexdigest()
