@@ -189,3 +189,15 @@ def test_corrupt_source_fails_verification(ckpt, tmp_path):
     with pytest.raises(VerificationError, match="no manifest to verify against"):
         reshard(copy, tmp_path / "st", "data=1,model=8")
     reshard(copy, tmp_path / "st", "data=1,model=8", verify=False, config="tiny")
+
+
+def test_cli_reshard_writes_then_skips(ckpt, tmp_path):
+    args = ["reshard", str(ckpt), str(tmp_path / "st"), "--mesh", "expert=8,model=1", "--rules", "expert",
+            "--compression", "zstd:3", "--layers", "0", "-q"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    assert "wrote 21 arrays" in first.output and "0 already complete" in first.output
+    again = CliRunner().invoke(main, [*args, "--json"])
+    report = json.loads(again.output)
+    assert again.exit_code == 0 and report["written"] == [] and len(report["skipped"]) == 21
+    assert report["plan"]["rules"]["name"] == "expert" and report["verified"]["manifest"] == "tiny-test"
