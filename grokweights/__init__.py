@@ -7,6 +7,8 @@ libtorrent; the stages that need them are imported on first use of their names h
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 from .config import PRESETS, ModelConfig, preset
@@ -60,3 +62,19 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
+
+
+class _Package(types.ModuleType):
+    """Keeps ``grokweights.verify``, ``.load``, ``.smoke`` the functions once their modules are imported.
+
+    Importing a submodule binds it as an attribute of its package; for the public functions that share
+    their module's name that would replace the function. The modules stay reachable in ``sys.modules``.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _LAZY.get(name) == name:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
