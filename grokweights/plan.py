@@ -37,7 +37,7 @@ __all__ = ["ArrayPlan", "ReshardPlan", "plan_reshard", "parse_compression", "sto
 
 FORMAT_VERSION = 1
 MiB = 1024 * 1024
-DEFAULT_CHUNK_BYTES = 32 * MiB
+DEFAULT_CHUNK_BYTES = 16 * MiB
 MAX_CHUNK_BYTES = 64 * MiB
 MIN_CHUNK_BYTES = 1 * MiB
 ROW_BYTES = 256 * MiB

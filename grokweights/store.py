@@ -340,10 +340,22 @@ def _check_space(kv: dict[str, Any], needed: int) -> None:
 
 
 def _write_all(plan: ReshardPlan, ckpt: str, kv: dict[str, Any], ctx: Any, sources: dict[str, Any],
-               done: dict[str, str | None], progress: Callable[[int], None]) -> tuple[list[str], dict[str, str]]:
-    """Write every array not ``done``; returns the store paths written and every array's sha256."""
-    written, digests = [], {}
-    with ThreadPoolExecutor(1, thread_name_prefix="sha256") as hasher:
+               done: dict[str, str | None], progress: Callable[[int], None], *,
+               sync: bool) -> tuple[list[str], dict[str, str]]:
+    """Write every array not ``done``; returns the store paths written and every array's sha256.
+
+    An array is published (its ``zarr.json`` written) by a background thread once its chunks are durable,
+    while the next array is being written.
+    """
+    written, digests, published = [], {}, []
+
+    def publish(array: ArrayPlan, record: dict[str, Any]) -> None:
+        if sync:
+            tsio.make_durable(kv)
+        _publish(array, kv, ctx, record)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="sha256") as hasher, \
+            ThreadPoolExecutor(1, thread_name_prefix="publish") as publisher:
         for array in plan.arrays:
             if done[array.store_path] is not None:
                 digests[array.store_path] = done[array.store_path]
@@ -355,9 +367,11 @@ def _write_all(plan: ReshardPlan, ckpt: str, kv: dict[str, Any], ctx: Any, sourc
             source = read_shard(os.path.join(ckpt, array.source_file))
             record = {"plan": array.to_dict(), "source": sources[array.source_file]}
             record["sha256"] = digests[array.store_path] = _write_array(array, source, spec, ctx, hasher, progress)
-            _publish(array, kv, ctx, record)
+            published.append(publisher.submit(publish, array, record))
             written.append(array.store_path)
             logger.debug("wrote %s (%d bytes)", array.store_path, array.nbytes)
+        for future in published:
+            future.result()
     return written, digests
 
 
@@ -382,7 +396,7 @@ def reshard(src: str | os.PathLike[str], dst: str | os.PathLike[str], mesh: Mesh
         config: the model config (a ModelConfig or preset name) when there is no manifest.
         chunk_bytes: largest chunk.
         dry_run: plan only; write nothing.
-        sync: make every written file durable (fsync) before its array is published.
+        sync: make every array's chunks durable (``syncfs`` of a local store) before publishing it.
         progress: called with byte counts as data is verified and written.
 
     Returns:
@@ -407,7 +421,7 @@ def reshard(src: str | os.PathLike[str], dst: str | os.PathLike[str], mesh: Mesh
     _check_sources(ckpt, selected)
     verified = _verify_source(ckpt, manifest, selected, jobs, progress=report_progress) if verify else None
     kv = tsio.kvstore_spec(dst)
-    ctx = tsio.context(jobs=jobs or os.cpu_count(), sync=sync)
+    ctx = tsio.context(jobs=jobs or os.cpu_count(), sync=False)  # durability: one syncfs per array
     existing = read_index(dst, ctx=ctx)
     if existing is not None and existing.get("plan") != plan.to_dict():
         raise StoreError(f"{dst}: already holds a store for another plan (mesh {existing.get('mesh')}, rules "
@@ -416,7 +430,7 @@ def reshard(src: str | os.PathLike[str], dst: str | os.PathLike[str], mesh: Mesh
     sources = {s.file: _source_identity(s, ckpt, manifest) for s in selected}
     done = {a.store_path: _completed(a, kv, ctx, sources[a.source_file]) for a in plan.arrays}
     _check_space(kv, sum(a.nbytes for a in plan.arrays if done[a.store_path] is None))
-    written, digests = _write_all(plan, ckpt, kv, ctx, sources, done, report_progress)
+    written, digests = _write_all(plan, ckpt, kv, ctx, sources, done, report_progress, sync=sync)
     index = {
         "format": INDEX_FORMAT, "version": plan.version,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),

@@ -31,10 +31,11 @@ def test_chunk_shape_literals():
     # a small shard is one chunk
     assert chunk_shape_for((8, 32, 86), (8, 64, 344), 1) == (8, 32, 86)
     # a big shard is split on its leading dimension first, by smallest prime factors
-    assert chunk_shape_for((8, 6144, 4096), (8, 6144, 32768), 1) == (1, 6144, 4096)
-    assert chunk_shape_for((131072, 768), (131072, 6144), 4) == (8192, 768)
+    assert chunk_shape_for((8, 6144, 4096), (8, 6144, 32768), 1) == (1, 3072, 4096)
+    assert chunk_shape_for((131072, 768), (131072, 6144), 4) == (4096, 768)
+    assert chunk_shape_for((131072, 768), (131072, 6144), 4, 32 * MiB) == (8192, 768)
     # ... and further dimensions when the leading one is exhausted
-    assert chunk_shape_for((1, 6144, 32768), (8, 6144, 32768), 1) == (1, 768, 32768)
+    assert chunk_shape_for((1, 6144, 32768), (8, 6144, 32768), 1) == (1, 384, 32768)
 
 
 @pytest.mark.parametrize("mesh,rules", [("data=1,model=8", GROK1_RULES), ("data=2,model=4", GROK1_RULES),
@@ -47,13 +48,13 @@ def test_every_shard_is_whole_chunks(mesh, rules):
         assert array.chunk_bytes <= MAX_CHUNK_BYTES
 
 
-def test_grok1_full_width_plan_chunks_are_between_1_and_64_mib():
+def test_grok1_full_width_plan_chunks_are_between_1_and_16_mib():
     config = preset("grok-1", layers=1)
     plan = _plan("data=1,model=8", config=config)
     big = [a for a in plan.arrays if a.nbytes >= 64 * MiB]
-    assert big and all(1 * MiB <= a.chunk_bytes <= 64 * MiB for a in big)
+    assert big and all(1 * MiB <= a.chunk_bytes <= 16 * MiB for a in big)
     emb = plan.array("language_model/in_out_embed/embeddings")
-    assert plan.shard_shape(emb) == (131072, 768) and emb.chunk_shape == (8192, 768)
+    assert plan.shard_shape(emb) == (131072, 768) and emb.chunk_shape == (4096, 768)
     # 8 devices each read one eighth of every sharded array and all of the replicated ones
     replicated = sum(a.nbytes for a in plan.arrays if plan.factors(a) == (1,) * len(a.shape))
     assert plan.bytes_per_device == ((plan.total_bytes - replicated) // 8 + replicated,) * 8
