@@ -18,6 +18,7 @@ so that a device's scales cover exactly its rows.
 
 from __future__ import annotations
 
+import collections
 import math
 import mmap
 import os
@@ -110,7 +111,7 @@ class Store:
     def __init__(self, location: str | os.PathLike[str]) -> None:
         self.location = os.fspath(location)
         self.kvstore = tsio.kvstore_spec(location)
-        self._ctx = tsio.context()
+        self._ctx = tsio.context(memmap=True)
         index = read_index(location, ctx=self._ctx)
         if index is None:
             raise StoreError(f"{self.location}: no {STORE_INDEX_NAME} here: not a grokweights store, or a reshard "
@@ -310,21 +311,19 @@ def _region(index: tuple[slice, ...], shape: tuple[int, ...]) -> Region:
     return tuple(s.indices(n)[:2] for s, n in zip(index, shape, strict=True))
 
 
-def _build(pending: list[tuple[Any, tuple, Any, dict[Region, Callable]]]) -> list[Any]:
+def _build(shape: tuple[int, ...], sharding: Any, thunks: dict[Region, Callable]) -> Any:
+    """One leaf from the regions its addressable devices hold (each region finished once)."""
     import jax
 
-    out = []
-    for _, shape, sharding, thunks in pending:
-        done: dict[Region, np.ndarray] = {}
+    done: dict[Region, np.ndarray] = {}
 
-        def fetch(index: tuple[slice, ...], shape=shape, thunks=thunks, done=done) -> np.ndarray:
-            region = _region(index, shape)
-            if region not in done:
-                done[region] = thunks[region]()
-            return done[region]
+    def fetch(index: tuple[slice, ...]) -> np.ndarray:
+        region = _region(index, shape)
+        if region not in done:
+            done[region] = thunks[region]()
+        return done[region]
 
-        out.append(jax.make_array_from_callback(shape, sharding, fetch))
-    return out
+    return jax.make_array_from_callback(shape, sharding, fetch)
 
 
 # --------------------------------------------------------------------------------------------- load
@@ -437,28 +436,25 @@ def _load_params(params: list[_Param], jmesh: Any, rules: RuleSet, dtype: np.dty
 
     mspec = MeshSpec(tuple(zip(jmesh.axis_names, jmesh.devices.shape, strict=True)))
     out: list[dict[str, Any]] = [{} for _ in params]
-    pending: list[tuple[Any, tuple, Any, dict[Region, Callable]]] = []
-    window = 0
-
-    def flush() -> None:
-        for (slot, name), array in zip([p[0] for p in pending], _build(pending), strict=True):
-            out[slot][name] = array
-        pending.clear()
-
+    pending: collections.deque = collections.deque()  # leaves whose reads are in flight, oldest first
+    in_flight = 0
     for slot, param in enumerate(params):
         pspec = rules.spec_for(param.key)
-        first = next(iter(param.parts.values()))
-        shape0 = param.parts.get("weight", first).shape
+        shape0 = param.parts.get("weight", next(iter(param.parts.values()))).shape
         factors = shard_factors(param.key, shape0, pspec, mspec)
         sharding = jax.sharding.NamedSharding(jmesh, jax.sharding.PartitionSpec(*pspec))
         for name, shape, start in _leaves(param, factors, dtype):
             regions = {_region(idx, shape) for idx in sharding.addressable_devices_indices_map(shape).values()}
             before = stats.bytes_read
-            pending.append(((slot, name), shape, sharding, {r: start(r) for r in regions}))
+            thunks = {r: start(r) for r in regions}
             stats.regions += len(regions)
-            window += stats.bytes_read - before
-        if window >= _WINDOW_BYTES:
-            flush()
-            window = 0
-    flush()
+            in_flight += stats.bytes_read - before
+            pending.append((slot, name, shape, sharding, thunks, stats.bytes_read - before))
+        while in_flight > _WINDOW_BYTES and len(pending) > 1:  # keep reads queued while building the oldest
+            done_slot, done_name, shape, sharding, thunks, nbytes = pending.popleft()
+            out[done_slot][done_name] = _build(shape, sharding, thunks)
+            in_flight -= nbytes
+    while pending:
+        done_slot, done_name, shape, sharding, thunks, _ = pending.popleft()
+        out[done_slot][done_name] = _build(shape, sharding, thunks)
     return out
