@@ -231,6 +231,7 @@ def _run(job: _Job, *, include: Any, layers: Any, dry_run: bool, seed: bool, see
     run = TorrentRun(session, handle, state=job.state, on_event=on_event, progress=progress,
                      peers=tuple(dict.fromkeys([*job.peers, *atp.peers])),
                      stall_timeout=stall_timeout, resume_interval=resume_interval)
+    run.selecting = True
     run.emit("start", source=job.source.text, infohash=job.state.infohash, dest=str(job.dest),
              trusted_resume=trusted)
     for peer in run.peers:
@@ -296,6 +297,7 @@ def _download(job: _Job, run: TorrentRun, trackers: list[str], *, include: Any, 
         return report
     manifest_path = _write_local_manifest(job, manifest)
     _apply_selection(run, job)
+    run.selecting = False
     for peer in run.peers:  # peers that left while nothing was wanted
         run.handle.connect_peer(peer)
     if run.progress is not None and hasattr(run.progress, "reset"):

@@ -67,6 +67,8 @@ class TorrentRun:
         self.metadata_received = False
         self.phase = ""
         self.seeding = False
+        #: True until ``fetch`` has applied its file selection (a torrent wanting nothing looks finished)
+        self.selecting = False
         self._pending_saves = 0
         self._clean_save = False
         self._last_save = time.monotonic()
@@ -140,6 +142,8 @@ class TorrentRun:
         phase = state_name(status)
         if phase == "finished" and self.seeding:
             phase = "seeding"
+        elif phase == "finished" and self.selecting:
+            phase = "checking"  # nothing is wanted until the file selection is applied
         if phase != self.phase:
             self.phase = phase
             self.emit("state", state=phase)

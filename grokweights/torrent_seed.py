@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TorrentError, UsageError
-from .torrent_loop import TorrentRun
+from .torrent_loop import TorrentRun, state_name
 from .torrent_meta import check_info_dict, create_torrent, magnet_link
 from .torrent_session import SessionOptions, make_session, parse_endpoint
 
@@ -131,12 +131,15 @@ class Seeder:
         handle = self.session.add_torrent(atp)
         self.run = TorrentRun(self.session, handle, state=None, on_event=self.on_event, progress=self.progress,
                               peers=self.peers)
+        fs = ti.layout()
+        self.run.file_names = fs.file_path
+        self.run.selecting = True  # "checking" until the check is done
         try:
             self._check(ti)
         except BaseException:
             self.close()
             raise
-        self.run.seeding = True
+        self.run.seeding, self.run.selecting = True, False
         host = parse_endpoint(self.options.listen)[0]
         self.magnet = magnet_link(ti, peer=None if host in ("0.0.0.0", "::") else (host, self.port))
         self.started = time.monotonic()
@@ -147,7 +150,7 @@ class Seeder:
 
     def _check(self, ti: Any) -> None:
         run = self.run
-        status = run.wait(lambda st: run.phase not in ("checking", "metadata", ""))
+        status = run.wait(lambda st: state_name(st) not in ("checking", "metadata"))
         if status.is_seeding:
             return
         fs = ti.layout()
