@@ -242,18 +242,15 @@ def _run(job: _Job, *, include: Any, layers: Any, dry_run: bool, seed: bool, see
                            free_space=free_space)
         if seed and report.ok and not dry_run:
             _seed_after(run, report.selected_bytes, seed_ratio, seed_time)
+        uploaded = handle.status().total_payload_upload
     except BaseException:
         if run.save_resume(clean=True, timeout=15.0):
             logger.info("resume data saved to %s", job.state.resume_path)
         raise
     finally:
         session.remove_torrent(handle)
-    status = handle.status() if handle.is_valid() else None
-    extra = dict(report.extra, trusted_resume=trusted)
-    fields: dict[str, Any] = {"seconds": round(time.monotonic() - started, 3), "extra": extra}
-    if status is not None:
-        fields["uploaded_bytes"] = status.total_payload_upload
-    return _replace(report, **fields)
+    return _replace(report, seconds=round(time.monotonic() - started, 3), uploaded_bytes=uploaded,
+                    extra=dict(report.extra, trusted_resume=trusted))
 
 
 def _replace(report: FetchReport, **fields: Any) -> FetchReport:

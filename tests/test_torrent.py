@@ -188,3 +188,21 @@ def test_fetch_from_a_manifest_writes_it_beside_ckpt0_and_can_keep_seeding(sourc
         assert [e["state"] for e in fetcher.events if e["event"] == "state"][-1] == "seeding"
     finally:
         proc.stop()
+
+
+def test_library_api_seed_and_fetch_in_one_process(source, tmp_path):
+    """What the demo does: a Seeder session and a fetch session in one process, by magnet link."""
+    from grokweights.manifest import load_manifest
+    from grokweights.torrent import Seeder, fetch
+    from grokweights.verify import verify
+
+    events = []
+    with Seeder(source, listen=LOOPBACK, discovery=False) as seeder:
+        assert seeder.endpoint[0] == "127.0.0.1" and seeder.port > 0
+        report = fetch(seeder.magnet, tmp_path / "dl", listen=LOOPBACK, discovery=False, stall_timeout=60,
+                       on_event=events.append)
+    assert report.ok and report.checkpoint == str(tmp_path / "dl" / "tiny")
+    assert report.downloaded_bytes >= report.selected_bytes and report.hash_failures == 0
+    assert {"start", "selected", "verified"} <= {e["event"] for e in events}
+    again = verify(report.checkpoint, load_manifest(source / LOCAL_MANIFEST_NAME))
+    assert again.ok and again.counts() == {"ok": 26}
