@@ -36,8 +36,8 @@ from .constants import CKPT_DIRNAME, STORE_INDEX_NAME
 from .errors import GrokWeightsError, MeshError, StoreError
 from .layout import layer_of, layout, parse_layers
 from .mesh import GROK1_RULES, MeshSpec, RuleSet, load_rules, shard_factors
-from .plan import ArrayPlan, ReshardPlan, stored_scale_blocks
-from .store import read_index
+from .plan import ArrayPlan, stored_scale_blocks
+from .tensorstore_io import Store
 
 __all__ = ["load", "open", "Params", "Store", "LoadStats"]
 
@@ -99,71 +99,6 @@ class _Param:
 
 
 # --------------------------------------------------------------------------------------------- stores
-
-
-class Store:
-    """A resharded store opened for inspection: its index, plan and lazy per-array handles.
-
-    ``store["transformer/decoder_layer_0/moe/linear/w/weight"]`` is a ``tensorstore.TensorStore``
-    (opened on first use); :meth:`read` returns numpy data; :meth:`sha256` recomputes an array's digest.
-    """
-
-    def __init__(self, location: str | os.PathLike[str]) -> None:
-        self.location = os.fspath(location)
-        self.kvstore = tsio.kvstore_spec(location)
-        self._ctx = tsio.context(memmap=True)
-        index = read_index(location, ctx=self._ctx)
-        if index is None:
-            raise StoreError(f"{self.location}: no {STORE_INDEX_NAME} here: not a grokweights store, or a reshard "
-                             "that has not finished (rerun `grokweights reshard` to complete it)",
-                             path=self.location, expected=STORE_INDEX_NAME)
-        self.index = index
-        self.plan = ReshardPlan.from_dict(index["plan"])
-        self.config = ModelConfig.from_dict(index["config"], source=f"{self.location}/{STORE_INDEX_NAME}")
-        self._open: dict[str, Any] = {}
-
-    @property
-    def mesh(self) -> MeshSpec:
-        return self.plan.mesh
-
-    @property
-    def rules(self) -> RuleSet:
-        return self.plan.rules
-
-    def keys(self) -> list[str]:
-        """The store paths of every array."""
-        return [a.store_path for a in self.plan.arrays]
-
-    def __getitem__(self, store_path: str) -> Any:
-        if store_path not in self._open:
-            array = self._array(store_path)
-            spec = tsio.zarr3_spec(self.kvstore, array.store_path, shape=array.shape, dtype=array.dtype,
-                                   chunk_shape=array.chunk_shape, codec=array.codec)
-            self._open[store_path] = tsio.open_array(spec, mode="open", ctx=self._ctx)
-        return self._open[store_path]
-
-    def _array(self, store_path: str) -> ArrayPlan:
-        try:
-            return self.plan.array(store_path)
-        except KeyError:
-            raise StoreError(f"{self.location}: no array {store_path!r} in the store", path=self.location,
-                             actual=store_path) from None
-
-    def read(self, store_path: str, region: tuple[slice, ...] = ()) -> np.ndarray:
-        return np.asarray(self[store_path][region].read().result())
-
-    def sha256(self, store_path: str) -> str:
-        """The sha256 of an array's logical data (C order), read back row by row."""
-        import hashlib
-
-        array, digest = self._array(store_path), hashlib.sha256()
-        step = array.chunk_shape[0]
-        for r0 in range(0, array.shape[0], step):
-            digest.update(np.ascontiguousarray(self.read(store_path, (slice(r0, r0 + step),))).view(np.uint8))
-        return digest.hexdigest()
-
-    def __repr__(self) -> str:
-        return f"Store({self.location!r}, mesh={self.mesh}, rules={self.rules.name}, arrays={len(self.plan.arrays)})"
 
 
 def open(path: str | os.PathLike[str]) -> Store:  # noqa: A001 - the public name is grokweights.open

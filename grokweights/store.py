@@ -49,12 +49,12 @@ from .layout import TensorSpec, layout, parse_layers
 from .mesh import MeshSpec, RuleSet, load_rules
 from .plan import DEFAULT_CHUNK_BYTES, ArrayPlan, ReshardPlan, plan_reshard
 from .shards import read_header, read_shard
+from .tensorstore_io import INDEX_FORMAT, read_index
 
 __all__ = ["reshard", "ReshardReport", "read_index", "expand_scales", "dequantize_region", "INDEX_FORMAT"]
 
 logger = logging.getLogger(__name__)
 
-INDEX_FORMAT = "grokweights.store"
 _NP_DTYPES = {"float32": np.dtype("float32"), "int8": np.dtype("int8"), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
 _PAGE = mmap.PAGESIZE
 #: elements dequantised at once (bounds the float32 temporaries)
@@ -309,21 +309,6 @@ def _manifest_identity(manifest: Any) -> dict[str, Any] | None:
     text = manifest.to_json()
     return {"name": manifest.name, "origin": manifest.origin, "infohash_v1": manifest.sources.infohash_v1,
             "sha256": hashlib.sha256(text.encode()).hexdigest()}
-
-
-def read_index(dst: str | os.PathLike[str], *, ctx: Any = None) -> dict[str, Any] | None:
-    """The store index of ``dst`` (``grokweights.json``), or None when absent (not a finished store)."""
-    raw = tsio.read_key(tsio.kvstore_spec(dst), STORE_INDEX_NAME, ctx=ctx)
-    if raw is None:
-        return None
-    try:
-        index = json.loads(raw)
-    except ValueError as exc:
-        raise StoreError(f"{dst}/{STORE_INDEX_NAME}: not valid JSON ({exc})", path=os.fspath(dst)) from None
-    if index.get("format") != INDEX_FORMAT:
-        raise StoreError(f"{dst}/{STORE_INDEX_NAME}: not a grokweights store index", path=os.fspath(dst),
-                         expected=INDEX_FORMAT, actual=index.get("format"))
-    return index
 
 
 def _check_space(kv: dict[str, Any], needed: int) -> None:
