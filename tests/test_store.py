@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from grokweights.cli import main
 from grokweights.config import preset
 from grokweights.constants import LOCAL_MANIFEST_NAME, STORE_INDEX_NAME
-from grokweights.errors import StoreError, VerificationError
+from grokweights.errors import StoreError, UsageError, VerificationError
 from grokweights.layout import layout
 from grokweights.load import load
 from grokweights.manifest_ops import create_manifest
@@ -201,3 +201,18 @@ def test_cli_reshard_writes_then_skips(ckpt, tmp_path):
     report = json.loads(again.output)
     assert again.exit_code == 0 and report["written"] == [] and len(report["skipped"]) == 21
     assert report["plan"]["rules"]["name"] == "expert" and report["verified"]["manifest"] == "tiny-test"
+
+
+def test_tensorstore_specs_are_plain_dicts(tmp_path):
+    from grokweights.tensorstore_io import kvstore_spec, zarr3_spec
+
+    assert kvstore_spec(tmp_path) == {"driver": "file", "path": f"{tmp_path}/"}
+    assert kvstore_spec("memory://a/b") == {"driver": "memory", "path": "a/b/"}
+    assert kvstore_spec("gs://bucket/some/dir") == {"driver": "gcs", "bucket": "bucket", "path": "some/dir/"}
+    assert kvstore_spec("s3://bucket") == {"driver": "s3", "bucket": "bucket", "path": ""}
+    spec = zarr3_spec(kvstore_spec("memory://x"), "a/w/weight", shape=(8, 64), dtype="int8", chunk_shape=(8, 8),
+                      codec="zstd:3")
+    assert spec["kvstore"] == {"driver": "memory", "path": "x/a/w/weight/"}
+    assert spec["metadata"]["codecs"][-1] == {"name": "zstd", "configuration": {"level": 3, "checksum": False}}
+    with pytest.raises(UsageError, match="unsupported store location"):
+        kvstore_spec("ftp://host/x")

@@ -47,7 +47,7 @@ def _spec_text(spec) -> str:
               "the one beside ckpt-0/); it also supplies the model config.")
 @click.option("--verify/--no-verify", default=True, show_default=True, help="Verify SRC against the manifest first.")
 @click.option("--sync/--no-sync", default=True, show_default=True,
-              help="fsync every written file before its array is published.")
+              help="Flush each array's chunks to disk (syncfs) before publishing it.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (arrays, chunking, bytes per device) and write nothing.")
 @config_options
 @json_option
