@@ -2,8 +2,9 @@
 
 Settings chosen for checkpoints of multi-GB shards (measured on loopback with libtorrent 2.1):
 
-- TCP only (uTP moved ~12 MB/s on loopback, TCP several hundred MB/s), large send buffers and request
-  queues so a single fast peer can fill the pipe;
+- outgoing connections over TCP only (uTP moved ~12 MB/s on loopback, TCP several hundred MB/s; incoming
+  uTP is accepted when discovery is on), large send buffers and request queues so a single fast peer can
+  fill the pipe;
 - two hashing threads and two disk threads: hashing, not the network, is what limits a fast peer;
 - the ``pread`` disk back end where the binding offers it, whose bounded buffer pool keeps the resident
   memory of the downloader flat instead of growing with the memory-mapped files (the default back end
@@ -97,8 +98,9 @@ def settings(options: SessionOptions) -> dict[str, Any]:
         "alert_mask": (lt.alert.category_t.error_notification | lt.alert.category_t.status_notification
                        | lt.alert.category_t.storage_notification | lt.alert.category_t.file_progress_notification
                        | lt.alert.category_t.peer_notification),
-        # TCP only: uTP is an order of magnitude slower on fast links
-        "enable_outgoing_utp": False, "enable_incoming_utp": False,
+        # connect over TCP only: uTP is an order of magnitude slower on fast links; in a public swarm, still
+        # accept peers that reach us over uTP
+        "enable_outgoing_utp": False, "enable_incoming_utp": options.discovery,
         "enable_outgoing_tcp": True, "enable_incoming_tcp": True,
         # discovery
         "enable_dht": options.discovery, "enable_lsd": options.discovery,
