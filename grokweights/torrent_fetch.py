@@ -191,6 +191,9 @@ def fetch(source: str | os.PathLike[str] = "grok-1", dest: str | os.PathLike[str
     dest = Path(dest).resolve()
     dest.mkdir(parents=True, exist_ok=True)
     src = resolve_source(source, manifest=manifest)
+    if layers and src.manifest is None:
+        raise UsageError("--layers needs a manifest to map layers to files; fetch from a manifest name (e.g. "
+                         "grok-1) or pass --manifest", expected="a manifest", actual=None)
     endpoints = tuple(p if isinstance(p, tuple) else parse_endpoint(p) for p in peers)
     options = SessionOptions(listen=listen, discovery=discovery, max_download_rate=max_download_rate,
                              max_upload_rate=max_upload_rate, max_connections=max_connections)

@@ -125,6 +125,8 @@ def test_human_output_and_exit_codes(seeder, tmp_path):
     rc, proc = _run(["fetch", str(tmp_path / "missing.torrent"), "--dest", str(tmp_path / "x")])
     assert rc == 2 and "does not exist" in proc.stderr()
     dead = "magnet:?xt=urn:btih:" + "ab" * 20
+    rc, proc = _run(["fetch", dead, "--dest", str(tmp_path / "x"), "--layers", "0", "--no-dht"])
+    assert rc == 2 and "--layers needs a manifest" in proc.stderr()
     rc, proc = _run(["fetch", dead, "--dest", str(tmp_path / "x"), "--listen", LOOPBACK, "--no-dht",
                      "--stall-timeout", "2"])
     assert rc == 1 and "no progress for 2 s" in proc.stderr()
