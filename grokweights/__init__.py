@@ -40,6 +40,7 @@ _LAZY = {
     "synthesize": "synth",
     "inspect_checkpoint": "inspection",
     "fetch": "torrent", "FetchReport": "torrent", "create_torrent": "torrent", "seed": "torrent",
+    "Seeder": "torrent",
     "MeshSpec": "mesh", "plan_reshard": "plan", "ReshardPlan": "plan", "reshard": "store",
     "load": "load", "open": "load", "Params": "load",
     "forward": "model",

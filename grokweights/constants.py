@@ -33,6 +33,9 @@ DISABLE_PROGRESS = os.environ.get("GROKWEIGHTS_DISABLE_PROGRESS", "").lower() in
 #: set to 1 to let the CLI print tracebacks for grokweights errors.
 DEBUG = os.environ.get("GROKWEIGHTS_DEBUG", "").lower() in {"1", "true", "yes"}
 
+#: overrides the free-space figure fetch's preflight sees (bytes): to rehearse a full disk.
+FREE_SPACE_ENV = "GROKWEIGHTS_FREE_SPACE_BYTES"
+
 #: read size for streaming hashes (large reads keep Python out of the way).
 HASH_CHUNK_BYTES = 8 * 1024 * 1024
 #: slab size for streaming writes of large payloads.

@@ -16,16 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .constants import CKPT_DIRNAME, LOCAL_MANIFEST_NAME
+from .constants import CKPT_DIRNAME, FREE_SPACE_ENV, LOCAL_MANIFEST_NAME
 from .errors import InsufficientSpaceError, UsageError
 from .layout import parse_layers
 
 __all__ = ["TorrentFile", "file_table", "select_files", "preflight", "free_space", "check_sizes",
            "FREE_SPACE_ENV", "checkpoint_root"]
-
-#: environment variable overriding the free-space figure of the preflight check (bytes), e.g. to rehearse
-#: a fetch onto a disk that is too small; ``free_space=`` of :func:`grokweights.fetch` does the same.
-FREE_SPACE_ENV = "GROKWEIGHTS_FREE_SPACE_BYTES"
 
 
 @dataclass(frozen=True)
