@@ -37,6 +37,7 @@ from .errors import GrokWeightsError, MeshError, StoreError
 from .layout import layer_of, layout, parse_layers
 from .mesh import GROK1_RULES, MeshSpec, RuleSet, load_rules, shard_factors
 from .plan import ArrayPlan, stored_scale_blocks
+from .store import drop_pages
 from .tensorstore_io import Store
 
 __all__ = ["load", "open", "Params", "Store", "LoadStats"]
@@ -88,6 +89,7 @@ class _Stored:
     shape: tuple[int, ...]
     dtype: np.dtype
     read: Callable[[Region], Any]  # -> object with .result() -> np.ndarray
+    release: Callable[[], None] | None = None  # called once every leaf reading it is built
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,7 @@ def _checkpoint_params(ckpt: str, config: ModelConfig, wanted: set[int] | None, 
             stats.bytes_read += math.prod(b - a for a, b in region) * array.dtype.itemsize
             return pool.submit(copy, region)
 
-        return _Stored(tuple(array.shape), array.dtype, read)
+        return _Stored(tuple(array.shape), array.dtype, read, release=lambda: drop_pages(array))
 
     out = []
     for spec in layout(config):
@@ -373,6 +375,17 @@ def _load_params(params: list[_Param], jmesh: Any, rules: RuleSet, dtype: np.dty
     out: list[dict[str, Any]] = [{} for _ in params]
     pending: collections.deque = collections.deque()  # leaves whose reads are in flight, oldest first
     in_flight = 0
+    left = {slot: 0 for slot in range(len(params))}
+
+    def build(entry: tuple) -> None:
+        slot, name, shape, sharding, thunks, _ = entry
+        out[slot][name] = _build(shape, sharding, thunks)
+        left[slot] -= 1
+        if not left[slot]:  # the source pages of a checkpoint shard are no longer needed by this process
+            for part in params[slot].parts.values():
+                if part.release is not None:
+                    part.release()
+
     for slot, param in enumerate(params):
         pspec = rules.spec_for(param.key)
         shape0 = param.parts.get("weight", next(iter(param.parts.values()))).shape
@@ -385,11 +398,10 @@ def _load_params(params: list[_Param], jmesh: Any, rules: RuleSet, dtype: np.dty
             stats.regions += len(regions)
             in_flight += stats.bytes_read - before
             pending.append((slot, name, shape, sharding, thunks, stats.bytes_read - before))
+            left[slot] += 1
         while in_flight > _WINDOW_BYTES and len(pending) > 1:  # keep reads queued while building the oldest
-            done_slot, done_name, shape, sharding, thunks, nbytes = pending.popleft()
-            out[done_slot][done_name] = _build(shape, sharding, thunks)
-            in_flight -= nbytes
+            in_flight -= pending[0][-1]
+            build(pending.popleft())
     while pending:
-        done_slot, done_name, shape, sharding, thunks, _ = pending.popleft()
-        out[done_slot][done_name] = _build(shape, sharding, thunks)
+        build(pending.popleft())
     return out

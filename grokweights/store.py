@@ -127,7 +127,7 @@ def _mmap_of(array: np.ndarray) -> mmap.mmap | None:
     return base
 
 
-def _drop_pages(view: np.ndarray | None) -> None:
+def drop_pages(view: np.ndarray | None) -> None:
     """Unmap the pages of ``view``, a contiguous view of a memory-mapped shard; the page cache keeps them."""
     mm = _mmap_of(view) if view is not None else None
     if mm is None or view.size == 0:
@@ -199,7 +199,7 @@ def _write_array(array: ArrayPlan, source: Any, spec: dict[str, Any], ctx: Any, 
         futures, data, consumed = entry
         for f in futures:
             f.result()
-        _drop_pages(consumed)
+        drop_pages(consumed)
         progress(data.nbytes)
 
     for slot, r0 in enumerate(range(0, shape[0], chunk[0])):
