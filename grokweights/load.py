@@ -19,6 +19,7 @@ so that a device's scales cover exactly its rows.
 from __future__ import annotations
 
 import collections
+import itertools
 import math
 import mmap
 import os
@@ -61,14 +62,22 @@ def _host_buffer(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
 
 class _Filled:
-    """A read into a host buffer: ``result()`` waits for it and returns the buffer."""
+    """Reads into a host buffer: ``result()`` waits for them and returns the buffer."""
 
-    def __init__(self, future: Any, out: np.ndarray) -> None:
-        self._future, self._out = future, out
+    def __init__(self, futures: list[Any], out: np.ndarray) -> None:
+        self._futures, self._out = futures, out
 
     def result(self) -> np.ndarray:
-        self._future.result()
+        for future in self._futures:
+            future.result()
         return self._out
+
+
+def _chunk_parts(region: Region, chunk: tuple[int, ...]) -> list[Region]:
+    """``region`` cut along the chunk grid: one read per chunk (measured ~1.3x faster than one big read)."""
+    axes = [[(max(a, k), min(b, k + c)) for k in range(a - a % c, b, c)]
+            for (a, b), c in zip(region, chunk, strict=True)]
+    return [tuple(part) for part in itertools.product(*axes)]
 
 
 @dataclass
@@ -115,8 +124,13 @@ def _store_params(store: Store, wanted: set[int] | None, stats: LoadStats) -> li
         def read(region: Region) -> Any:
             stats.bytes_read += math.prod(b - a for a, b in region) * dtype.itemsize
             out = _host_buffer(tuple(b - a for a, b in region), dtype)
-            view = store[array.store_path][tuple(slice(a, b) for a, b in region)]
-            return _Filled(tsio.read_into(view, out), out)
+            handle = store[array.store_path]
+            futures = []
+            for part in _chunk_parts(region, array.chunk_shape):
+                source = handle[tuple(slice(a, b) for a, b in part)]
+                target = out[tuple(slice(a - r0, b - r0) for (a, b), (r0, _) in zip(part, region, strict=True))]
+                futures.append(tsio.read_into(source, target))
+            return _Filled(futures, out)
 
         return _Stored(array.shape, dtype, read)
 
