@@ -42,7 +42,7 @@ _LAZY = {
     "fetch": "torrent", "FetchReport": "torrent", "create_torrent": "torrent", "seed": "torrent",
     "Seeder": "torrent",
     "MeshSpec": "mesh", "plan_reshard": "plan", "ReshardPlan": "plan", "reshard": "store",
-    "load": "load", "open": "load", "Params": "load",
+    "load": "load", "open": "load", "Params": "load",  # `open` is grokweights.open, kept out of __all__
     "forward": "model",
     "smoke": "smoke",
 }
@@ -52,7 +52,7 @@ __all__ = [
     "read_header", "read_shard", "write_shard", "write_checkpoint",
     "GrokWeightsError", "UsageError", "ConfigError", "ShardFormatError", "UnsafePickleError",
     "LayoutMismatchError", "ManifestError", "VerificationError", "InsufficientSpaceError", "TorrentError",
-    "MeshError", "StoreError", "SmokeError", *_LAZY,
+    "MeshError", "StoreError", "SmokeError", *(name for name in _LAZY if name != "open"),
 ]
 
 
