@@ -8,25 +8,20 @@ import numpy as np
 import pytest
 
 from grokweights.config import preset
-from grokweights.constants import LOCAL_MANIFEST_NAME
 from grokweights.errors import MeshError, StoreError, UsageError
 from grokweights.layout import layout
 from grokweights.load import LoadStats, Store, load, open
-from grokweights.manifest_ops import create_manifest
 from grokweights.params import QuantizedWeight
 from grokweights.shards import dequantize, read_shard
 from grokweights.store import reshard
-from grokweights.synth import synthesize
 
 TINY = preset("tiny")
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    synthesize(root, TINY, seed=5)
-    create_manifest(root, name="tiny-load", config=TINY).save(root / LOCAL_MANIFEST_NAME)
-    return root
+def ckpt(tiny_source):
+    """The shared tiny checkpoint (seed 0, manifest beside it); read only."""
+    return tiny_source
 
 
 @pytest.fixture(scope="module")
