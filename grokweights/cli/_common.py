@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -64,11 +63,3 @@ def resolve_config(preset_name: str | None, config_file: Path | None, *, layers:
     if preset_name:
         return preset(preset_name, layers=layers)
     return None
-
-
-def stderr(message: str) -> None:
-    click.echo(message, err=True)
-
-
-def isatty() -> bool:
-    return sys.stdout.isatty()
