@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ._atomic import write_atomic
 from .errors import UsageError
 
 __all__ = ["Fingerprint", "FINGERPRINT_K", "DECIMALS", "default_tolerance"]
@@ -122,12 +123,8 @@ class Fingerprint:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the fingerprint as JSON, atomically (temporary name, then rename)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.partial")
         fields = ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in self.to_dict().items())
-        tmp.write_text("{\n" + fields + "\n}\n")  # one line per field: short diffs in version control
-        os.replace(tmp, path)
-        return path
+        return write_atomic(path, "{\n" + fields + "\n}\n")  # one line per field: short diffs in version control
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Fingerprint:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import constants
+from ._atomic import write_atomic
 from .config import ModelConfig
 from .errors import ConfigError, ManifestError
 from .layout import TensorSpec
@@ -237,11 +238,7 @@ def find_local_manifest(checkpoint_dir: str | os.PathLike[str]) -> Manifest | No
 
 def save_manifest(manifest: Manifest, path: str | os.PathLike[str]) -> Path:
     """Write a manifest atomically (temporary name, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(manifest.to_json())
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, manifest.to_json())
 
 
 def with_hashes(manifest: Manifest, hashes: dict[str, str]) -> Manifest:

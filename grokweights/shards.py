@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import pickle_format as pf
+from ._atomic import atomic_path
 from .constants import CKPT_DIRNAME, WRITE_CHUNK_BYTES
 from .errors import GrokWeightsError, ShardFormatError
 from .layout import TensorSpec
@@ -160,11 +161,6 @@ def _chunks(source: ArraySource) -> Iterator[memoryview]:
     flat = np.ascontiguousarray(source).reshape(-1).view(np.uint8)
     for start in range(0, flat.size, WRITE_CHUNK_BYTES):
         yield memoryview(flat[start:start + WRITE_CHUNK_BYTES])
-
-
-def atomic_path(path: Path) -> Path:
-    """The temporary name a file is written under before it is renamed to ``path``."""
-    return path.with_name(f".{path.name}.partial")
 
 
 def write_shard(path: str | os.PathLike[str], value: ShardValue, *,

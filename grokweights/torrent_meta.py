@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._atomic import write_atomic
 from .errors import TorrentError, UsageError
 
 __all__ = [
@@ -193,10 +194,7 @@ def torrent_bytes(info_section: bytes, *, trackers: Iterable[str] = (), web_seed
 def write_torrent(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temporary name, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, data)
 
 
 def magnet_link(ti: Any, *, peer: tuple[str, int] | None = None) -> str:

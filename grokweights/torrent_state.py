@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ._atomic import write_atomic
 from .errors import TorrentError
 from .torrent_meta import TORRENT_STATE_DIR
 
@@ -80,8 +81,6 @@ class DownloadState:
         import libtorrent as lt
 
         data = lt.write_resume_data_buf(params)
-        tmp = self.resume_path.with_name(f".{self.resume_path.name}.partial")
-        tmp.write_bytes(data)
-        os.replace(tmp, self.resume_path)
+        write_atomic(self.resume_path, data)
         if clean:
             self.clean_path.touch()

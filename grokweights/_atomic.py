@@ -1,0 +1,30 @@
+"""Write, then rename: a file appears under its name only once it is complete.
+
+A writer fills ``.NAME.partial`` beside the target and renames it into place; an interrupted write leaves
+at most that hidden temporary file, never a half-written ``NAME``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["atomic_path", "write_atomic"]
+
+
+def atomic_path(path: Path) -> Path:
+    """The temporary name a file is written under before it is renamed to ``path``."""
+    return path.with_name(f".{path.name}.partial")
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
+    """Write ``data`` (bytes, or text as UTF-8) to ``path`` atomically; returns the path."""
+    path = Path(path)
+    tmp = atomic_path(path)
+    try:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
