@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import PRESETS, ModelConfig, ffn_size
+from .config import PRESETS, ModelConfig, ffn_size, preset
 from .errors import ConfigError, GrokWeightsError
 from .layout import TensorSpec, layout
 from .shards import ShardHeader, read_header
 from .verify import resolve_checkpoint_dir
 
-__all__ = ["inspect_checkpoint", "InspectReport", "FileInfo", "infer_config", "scan_headers",
+__all__ = ["inspect_checkpoint", "InspectReport", "FileInfo", "infer_config", "checkpoint_config", "scan_headers",
            "UNDETERMINED_FIELDS"]
 
 _SHARD_RE = re.compile(r"tensor(\d{5})_000")
@@ -149,6 +149,25 @@ def infer_config(headers: dict[str, ShardHeader | GrokWeightsError], *,
                          num_selected_experts=1, widening_factor=wf, vocab_size=d["vocab_size"],
                          scale_blocks=d["scale_blocks"])
     return config, "inferred from shapes (layout only)"
+
+
+def checkpoint_config(checkpoint_dir: str | os.PathLike[str], config: ModelConfig | str | None = None
+                      ) -> ModelConfig:
+    """The model config of a checkpoint folder (the one holding ``ckpt-0/``, or ``ckpt-0/`` itself).
+
+    ``config`` when given (a ModelConfig or a preset name); else the manifest recorded beside the
+    checkpoint; else what the shard shapes determine (:class:`ConfigError` names the fields they leave open).
+    """
+    if isinstance(config, str):
+        return preset(config)
+    if config is not None:
+        return config
+    from .manifest import find_local_manifest
+
+    manifest = find_local_manifest(checkpoint_dir)
+    if manifest is not None:
+        return manifest.config
+    return infer_config(scan_headers(resolve_checkpoint_dir(checkpoint_dir)))[0]
 
 
 def _problems_for(spec: TensorSpec, header: ShardHeader | GrokWeightsError | None,

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from . import tensorstore_io as tsio
-from .config import ModelConfig, preset
+from .config import ModelConfig
 from .constants import CKPT_DIRNAME, STORE_INDEX_NAME
 from .errors import GrokWeightsError, MeshError, StoreError
 from .layout import layer_of, layout, parse_layers
@@ -174,23 +174,6 @@ def _checkpoint_params(ckpt: str, config: ModelConfig, wanted: set[int] | None, 
         else:
             out.append(_Param(spec.key, "array", {"array": reader(value)}))
     return out
-
-
-def _checkpoint_config(ckpt: str, config: ModelConfig | str | None) -> ModelConfig:
-    if isinstance(config, ModelConfig):
-        return config
-    if isinstance(config, str):
-        return preset(config)
-    from .manifest import find_local_manifest
-
-    manifest = find_local_manifest(ckpt)
-    if manifest is not None:
-        return manifest.config
-    from pathlib import Path
-
-    from .inspection import infer_config, scan_headers
-
-    return infer_config(scan_headers(Path(ckpt)))[0]
 
 
 # ------------------------------------------------------------------------------------------- leaves
@@ -345,10 +328,11 @@ def load(path: str | os.PathLike[str], mesh: Any = None, *, rules: RuleSet | str
             wanted = _wanted(layers, cfg, store.plan.layers)
             params = _store_params(store, wanted, stats)
         else:
+            from .inspection import checkpoint_config
             from .verify import resolve_checkpoint_dir
 
             ckpt = os.fspath(resolve_checkpoint_dir(text))
-            cfg = _checkpoint_config(ckpt, config)
+            cfg = checkpoint_config(ckpt, config)
             stats.source = CKPT_DIRNAME
             wanted = _wanted(layers, cfg, None)
             params = _checkpoint_params(ckpt, cfg, wanted, stats, pool)

@@ -128,23 +128,10 @@ def _source(path: str | os.PathLike[str], config: ModelConfig | str | None) -> _
         store = open_store(text)
         present = store.plan.layers if store.plan.layers is not None else tuple(range(store.config.num_layers))
         return _Source(text, "store", store.config, store.mesh, store.rules, present, store.plan.dtype)
-    from .config import preset
-    from .manifest import find_local_manifest
+    from .inspection import checkpoint_config
     from .mesh import GROK1_RULES
 
-    if isinstance(config, str):
-        config = preset(config)
-    if config is None:
-        manifest = find_local_manifest(text)  # raises when ``text`` holds no checkpoint
-        if manifest is None:
-            from pathlib import Path
-
-            from .inspection import infer_config, scan_headers
-            from .verify import resolve_checkpoint_dir
-
-            config = infer_config(scan_headers(Path(resolve_checkpoint_dir(text))))[0]
-        else:
-            config = manifest.config
+    config = checkpoint_config(text, config)  # raises when ``text`` holds no checkpoint
     return _Source(text, "ckpt-0", config, None, GROK1_RULES, tuple(range(config.num_layers)), "keep")
 
 

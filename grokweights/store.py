@@ -250,24 +250,19 @@ def _resolve_manifest(ckpt: str, manifest: Any) -> Any:
 
 
 def _resolve_config(manifest: Any, config: ModelConfig | str | None, src: str) -> ModelConfig:
-    if isinstance(config, str):
-        config = preset(config)
+    from .inspection import checkpoint_config
+
     if manifest is not None:
+        if isinstance(config, str):
+            config = preset(config)
         if config is not None and config != manifest.config:
             raise UsageError(f"the model config given disagrees with manifest {manifest.name!r}; drop one",
                              expected=manifest.config.to_dict(), actual=config.to_dict())
         return manifest.config
-    if config is None:
-        from pathlib import Path
-
-        from .inspection import infer_config, scan_headers
-        from .verify import resolve_checkpoint_dir
-
-        try:
-            return infer_config(scan_headers(Path(resolve_checkpoint_dir(src))))[0]
-        except ConfigError as exc:
-            raise ConfigError(f"{src}: no manifest beside the checkpoint and {exc.message}", path=src) from None
-    return config
+    try:
+        return checkpoint_config(src, config)
+    except ConfigError as exc:
+        raise ConfigError(f"{src}: no manifest beside the checkpoint and {exc.message}", path=src) from None
 
 
 def _verify_source(ckpt: str, manifest: Any, specs: list[TensorSpec], jobs: int | None, *,
