@@ -31,7 +31,7 @@ from .config import ModelConfig
 from .constants import SHARD_NAME_FORMAT
 from .errors import ConfigError, LayoutMismatchError, UsageError
 
-__all__ = ["TensorSpec", "layout", "parse_layers", "select", "layer_of", "PartitionSpec"]
+__all__ = ["TensorSpec", "layout", "parse_layers", "layer_indices", "select", "layer_of", "PartitionSpec"]
 
 #: a partition spec: one entry per leading dimension, None (replicated), an axis name, or several.
 PartitionSpec = tuple[None | str | tuple[str, ...], ...]
@@ -218,6 +218,20 @@ def parse_layers(text: str, *, num_layers: int | None = None) -> tuple[int, ...]
         raise UsageError(f"layer {max(layers)} does not exist: the model has layers 0-{num_layers - 1}",
                          expected=f"0-{num_layers - 1}", actual=text)
     return tuple(sorted(layers))
+
+
+def layer_indices(layers: Iterable[int] | str | None, *, num_layers: int) -> tuple[int, ...]:
+    """``None`` (every layer), ``"0-3,7"`` or indices -> sorted, distinct layer indices, checked to exist."""
+    if layers is None:
+        return tuple(range(num_layers))
+    if isinstance(layers, str):
+        return parse_layers(layers, num_layers=num_layers)
+    chosen = tuple(sorted({int(i) for i in layers}))
+    bad = [i for i in chosen if not 0 <= i < num_layers]
+    if bad:
+        raise UsageError(f"layer {', '.join(map(str, bad))} does not exist: the model has layers "
+                         f"0-{num_layers - 1}", expected=f"0-{num_layers - 1}", actual=bad)
+    return chosen
 
 
 def select(specs: Iterable[TensorSpec], *, layers: Iterable[int] | None = None,

@@ -35,7 +35,7 @@ from . import tensorstore_io as tsio
 from .config import ModelConfig
 from .constants import CKPT_DIRNAME, STORE_INDEX_NAME
 from .errors import GrokWeightsError, MeshError, StoreError
-from .layout import layer_of, layout, parse_layers
+from .layout import layer_indices, layer_of, layout
 from .mesh import GROK1_RULES, MeshSpec, RuleSet, load_rules, shard_factors
 from .plan import ArrayPlan, stored_scale_blocks
 from .store import drop_pages
@@ -356,8 +356,7 @@ def load(path: str | os.PathLike[str], mesh: Any = None, *, rules: RuleSet | str
 def _wanted(layers: Any, cfg: ModelConfig, present: tuple[int, ...] | None) -> set[int] | None:
     if layers is None:
         return None
-    text = layers if isinstance(layers, str) else ",".join(str(int(i)) for i in layers)
-    wanted = set(parse_layers(text, num_layers=cfg.num_layers))
+    wanted = set(layer_indices(layers, num_layers=cfg.num_layers))
     missing = sorted(wanted - set(present)) if present is not None else []
     if missing:
         raise StoreError(f"layers {missing} are not in the store (it holds layers {list(present)}); reshard them",

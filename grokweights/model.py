@@ -29,7 +29,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from .config import ModelConfig
 from .errors import LayoutMismatchError, UsageError
-from .layout import TensorSpec, layout, parse_layers, select
+from .layout import TensorSpec, layer_indices, layout, select
 from .model_layers import attention, attention_mask, rms_norm
 from .model_moe import moe
 from .params import Params, QuantizedWeight
@@ -90,17 +90,7 @@ def _forward_impl(params: Params, tokens: jax.Array, *, config: ModelConfig, lay
 
 def normalize_layers(layers: Iterable[int] | str | None, config: ModelConfig) -> tuple[int, ...]:
     """``None`` (every layer), ``"0-3,7"`` or indices -> sorted, distinct, checked layer indices."""
-    if layers is None:
-        return tuple(range(config.num_layers))
-    if isinstance(layers, str):
-        chosen = parse_layers(layers, num_layers=config.num_layers)
-    else:
-        chosen = tuple(sorted({int(i) for i in layers}))
-    bad = [i for i in chosen if not 0 <= i < config.num_layers]
-    if bad:
-        raise UsageError(f"layer(s) {bad} do not exist: the model has layers 0-{config.num_layers - 1}",
-                         expected=f"0-{config.num_layers - 1}", actual=bad)
-    return chosen
+    return layer_indices(layers, num_layers=config.num_layers)
 
 
 def _dtype_name(dtype: Any) -> str:

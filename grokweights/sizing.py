@@ -20,7 +20,7 @@ from typing import Any
 
 from .config import ModelConfig
 from .errors import MeshError, UsageError
-from .layout import layout, parse_layers
+from .layout import layer_indices, layout
 from .mesh import MeshSpec, RuleSet, load_rules, shard_factors
 from .plan import ITEMSIZE, ReshardPlan, plan_reshard
 
@@ -230,9 +230,7 @@ def plan(config: ModelConfig, mesh: MeshSpec | str, *, rules: RuleSet | str = "g
         raise UsageError(f"compute dtype must be bfloat16 or float32, got {dtype!r}", actual=dtype)
     if batch < 1 or length < 1:
         raise UsageError(f"batch and length must be positive, got {batch} and {length}", actual=[batch, length])
-    if isinstance(layers, str):
-        layers = parse_layers(layers, num_layers=config.num_layers)
-    chosen = tuple(sorted(set(layers))) if layers is not None else tuple(range(config.num_layers))
+    chosen = layer_indices(layers, num_layers=config.num_layers)
     devices = mesh.size if devices is None else devices
     kw = dict(batch=batch, length=length, dtype=dtype, store_dtype=store_dtype)
     reshard, weights, acts = _sized(config, mesh, rules, chosen, **kw)

@@ -45,7 +45,7 @@ from . import tensorstore_io as tsio
 from .config import ModelConfig, preset
 from .constants import CKPT_DIRNAME, STORE_INDEX_NAME
 from .errors import ConfigError, GrokWeightsError, InsufficientSpaceError, StoreError, UsageError, VerificationError
-from .layout import TensorSpec, layout, parse_layers
+from .layout import TensorSpec, layer_indices, layout
 from .mesh import MeshSpec, RuleSet, load_rules
 from .plan import DEFAULT_CHUNK_BYTES, ArrayPlan, ReshardPlan, plan_reshard
 from .shards import read_header, read_shard
@@ -390,8 +390,8 @@ def reshard(src: str | os.PathLike[str], dst: str | os.PathLike[str], mesh: Mesh
     manifest = _resolve_manifest(ckpt, manifest)
     config = _resolve_config(manifest, config, os.fspath(src))
     mesh = MeshSpec.parse(mesh) if isinstance(mesh, str) else mesh
-    if isinstance(layers, str):
-        layers = parse_layers(layers, num_layers=config.num_layers)
+    if layers is not None:
+        layers = layer_indices(layers, num_layers=config.num_layers)
     plan = plan_reshard(layout(config), mesh, load_rules(rules), config=config, dtype=dtype,
                         compression=compression, layers=layers, chunk_bytes=chunk_bytes)
     if dry_run:

@@ -4,7 +4,7 @@ import pytest
 
 from grokweights.config import preset
 from grokweights.errors import UsageError
-from grokweights.layout import TensorSpec, layout, parse_layers, select
+from grokweights.layout import TensorSpec, layer_indices, layout, parse_layers, select
 
 from .helpers import DATA
 
@@ -52,3 +52,10 @@ def test_select_layers_keeps_shared_tensors():
     assert {s.layer for s in chosen} == {None, 0, 10}
     assert len(chosen) == 2 + 24
     assert len(select(specs, layers=[1], include_shared=False)) == 12
+
+
+def test_layer_indices_accepts_text_indices_or_none():
+    assert layer_indices(None, num_layers=3) == (0, 1, 2)
+    assert layer_indices("0,2", num_layers=3) == layer_indices([2, 0, 2], num_layers=3) == (0, 2)
+    with pytest.raises(UsageError, match="layer 3, 7 does not exist: the model has layers 0-2"):
+        layer_indices([1, 3, 7], num_layers=3)
