@@ -11,6 +11,7 @@ name that is renamed into place only when complete.
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -28,7 +29,7 @@ from .layout import TensorSpec
 
 __all__ = [
     "QuantizedWeight8bit", "LazyArray", "ShardHeader", "read_header", "read_shard", "write_shard",
-    "write_checkpoint", "dequantize", "atomic_path",
+    "write_checkpoint", "dequantize", "dequantize_region", "atomic_path",
 ]
 
 
@@ -48,6 +49,10 @@ class QuantizedWeight8bit:
         return dequantize(self.weight, self.scales, dtype=dtype)
 
 
+#: elements dequantised at once (bounds the float32 temporaries)
+DEQUANT_PIECE = 1 << 22
+
+
 def dequantize(weight: Any, scales: Any, *, dtype: Any = np.float32) -> np.ndarray:
     """``weight[..., i, o] * scales[..., i // (in / blocks), o]`` in numpy."""
     weight = np.asarray(weight)
@@ -56,8 +61,32 @@ def dequantize(weight: Any, scales: Any, *, dtype: Any = np.float32) -> np.ndarr
     if rows % blocks:
         raise ShardFormatError(f"{blocks} scale blocks do not divide {rows} rows", expected=f"divisor of {rows}",
                                actual=blocks)
-    expanded = np.repeat(scales.astype(np.float32), rows // blocks, axis=-2)
-    return (weight.astype(np.float32) * expanded).astype(dtype)
+    return dequantize_region(weight, scales, (), dtype)
+
+
+def dequantize_region(weight: np.ndarray, scales: np.ndarray, region: tuple[slice, ...], dtype: Any,
+                      out: np.ndarray | None = None) -> np.ndarray:
+    """``weight[region]`` dequantised with block ``scales`` into ``dtype`` (float32 math, bounded temporaries).
+
+    Row ``i`` of the input axis (-2) uses scale row ``i // (rows / nb)``, exactly as the release.
+    """
+    ndim = weight.ndim
+    region = tuple(region) + (slice(None),) * (ndim - len(region))
+    bounds = [s.indices(n)[:2] for s, n in zip(region, weight.shape, strict=True)]
+    shape = tuple(b - a for a, b in bounds)
+    out = np.empty(shape, dtype) if out is None else out[tuple(slice(0, n) for n in shape)]
+    block = weight.shape[-2] // scales.shape[-2]
+    (r0, r1), (c0, c1) = bounds[-2], bounds[-1]
+    step = max(1, DEQUANT_PIECE // max(1, c1 - c0))
+    for lead in itertools.product(*(range(a, b) for a, b in bounds[:-2])):
+        local = tuple(i - a for i, (a, _) in zip(lead, bounds[:-2], strict=True))
+        for start in range(r0, r1, step):
+            stop = min(r1, start + step)
+            w = weight[lead + (slice(start, stop), slice(c0, c1))].astype(np.float32)
+            rows = np.arange(start, stop) // block
+            s = scales[lead + (slice(None), slice(c0, c1))][rows].astype(np.float32)
+            out[local + (slice(start - r0, stop - r0), slice(None))] = w * s
+    return out
 
 
 @dataclass(frozen=True)

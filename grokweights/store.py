@@ -48,17 +48,15 @@ from .errors import ConfigError, GrokWeightsError, InsufficientSpaceError, Store
 from .layout import TensorSpec, layer_indices, layout
 from .mesh import MeshSpec, RuleSet, load_rules
 from .plan import DEFAULT_CHUNK_BYTES, ArrayPlan, ReshardPlan, plan_reshard
-from .shards import read_header, read_shard
+from .shards import dequantize_region, read_header, read_shard
 from .tensorstore_io import INDEX_FORMAT, read_index
 
-__all__ = ["reshard", "ReshardReport", "read_index", "expand_scales", "dequantize_region", "INDEX_FORMAT"]
+__all__ = ["reshard", "ReshardReport", "read_index", "expand_scales", "INDEX_FORMAT"]
 
 logger = logging.getLogger(__name__)
 
 _NP_DTYPES = {"float32": np.dtype("float32"), "int8": np.dtype("int8"), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
 _PAGE = mmap.PAGESIZE
-#: elements dequantised at once (bounds the float32 temporaries)
-_DEQUANT_PIECE = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -90,31 +88,6 @@ def expand_scales(scales: np.ndarray, blocks: int) -> np.ndarray:
         raise StoreError(f"cannot re-block {nb} scale blocks to {blocks}", expected=f"a multiple of {nb}",
                          actual=blocks)
     return np.repeat(scales, blocks // nb, axis=-2) if blocks != nb else np.asarray(scales)
-
-
-def dequantize_region(weight: np.ndarray, scales: np.ndarray, region: tuple[slice, ...], dtype: Any,
-                      out: np.ndarray | None = None) -> np.ndarray:
-    """``weight[region]`` dequantised with block ``scales`` into ``dtype`` (float32 math, bounded temporaries).
-
-    Row ``i`` of the input axis (-2) uses scale row ``i // (rows / nb)``, exactly as the release.
-    """
-    ndim = weight.ndim
-    region = tuple(region) + (slice(None),) * (ndim - len(region))
-    bounds = [s.indices(n)[:2] for s, n in zip(region, weight.shape, strict=True)]
-    shape = tuple(b - a for a, b in bounds)
-    out = np.empty(shape, dtype) if out is None else out[tuple(slice(0, n) for n in shape)]
-    block = weight.shape[-2] // scales.shape[-2]
-    (r0, r1), (c0, c1) = bounds[-2], bounds[-1]
-    step = max(1, _DEQUANT_PIECE // max(1, c1 - c0))
-    for lead in itertools.product(*(range(a, b) for a, b in bounds[:-2])):
-        local = tuple(i - a for i, (a, _) in zip(lead, bounds[:-2], strict=True))
-        for start in range(r0, r1, step):
-            stop = min(r1, start + step)
-            w = weight[lead + (slice(start, stop), slice(c0, c1))].astype(np.float32)
-            rows = np.arange(start, stop) // block
-            s = scales[lead + (slice(None), slice(c0, c1))][rows].astype(np.float32)
-            out[local + (slice(start - r0, stop - r0), slice(None))] = w * s
-    return out
 
 
 # -------------------------------------------------------------------------------------- source access
