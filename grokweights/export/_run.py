@@ -1,0 +1,192 @@
+"""``export``: checks up front, one tensor at a time into a hidden staging folder, then rename into place.
+
+Everything that can be refused is refused before a byte is written: the format and dtype, the layer range,
+a destination that exists (unless ``force``), and a disk without room for the planned bytes. Files are
+written under ``.DST.partial/`` beside the destination; only complete files are renamed to their final
+names (for a split GGUF the first split, which carries the metadata llama.cpp opens, comes last), so an
+interrupted export leaves only the staging folder, which the next run removes and starts over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .._space import require_space
+from ..checkpoint.config import ModelConfig
+from ..checkpoint.inspection import checkpoint_config
+from ..checkpoint.layout import layer_indices
+from ..errors import UsageError
+from ._plan import OutTensor, plan_tensors, render_table
+from ._source import CheckpointSource
+
+__all__ = ["export", "ExportReport", "parse_size"]
+
+#: default largest file: 5 GB for safetensors (the Hugging Face convention); GGUF is one file unless asked.
+DEFAULT_SHARD_BYTES = {"gguf": 0, "sglang": 5 * 10**9, "hf": 5 * 10**9}
+#: room kept for headers, vocabulary and config files when checking free space.
+_METADATA_MARGIN = 64 * 2**20
+_UNITS = {"": 1, "B": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "KB": 10**3, "MB": 10**6, "GB": 10**9}
+
+
+@dataclass
+class ExportReport:
+    """What an export wrote (or, for a dry run, would write)."""
+
+    format: str
+    dtype: str
+    destination: str
+    layers: list[int]
+    tensors: list[OutTensor] = field(repr=False)
+    files: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    dry_run: bool = False
+
+    @property
+    def bytes(self) -> int:
+        """Bytes of tensor data."""
+        return sum(t.nbytes for t in self.tensors)
+
+    @property
+    def table(self) -> str:
+        """The tensor table (``--dry-run``)."""
+        return render_table(self.tensors)
+
+    def to_dict(self) -> dict:
+        return {"format": self.format, "dtype": self.dtype, "destination": self.destination, "layers": self.layers,
+                "tensors": len(self.tensors), "bytes": self.bytes, "files": self.files,
+                "seconds": round(self.seconds, 3), "dry_run": self.dry_run}
+
+
+def parse_size(text: str | int | None) -> int | None:
+    """``"5G"``, ``"500MiB"``, ``"1000000"`` or an int -> bytes (None stays None)."""
+    if text is None or isinstance(text, int):
+        return text
+    raw = str(text).strip().upper().replace(" ", "")
+    number = raw.rstrip("KMGTIB")
+    unit = raw[len(number):]
+    try:
+        value = int(float(number) * _UNITS[unit])
+    except (ValueError, KeyError):
+        raise UsageError(f"bad size {text!r}; expected e.g. 5G, 500MiB or a byte count",
+                         expected="N[K|M|G|T][iB]", actual=text) from None
+    if value <= 0:
+        raise UsageError(f"size must be positive, got {text!r}", expected="> 0", actual=text)
+    return value
+
+
+def _final_paths(fmt: str, dst: Path) -> list[Path]:
+    """What exists at the destination already (the file, its split siblings, or the folder)."""
+    if fmt != "gguf":
+        return [dst] if dst.exists() else []
+    found = [dst] if dst.exists() else []
+    return found + sorted(dst.parent.glob(f"{dst.stem}-*-of-*.gguf")) if dst.parent.is_dir() else found
+
+
+def _check_destination(fmt: str, dst: Path, force: bool) -> list[Path]:
+    existing = _final_paths(fmt, dst)
+    if existing and not force:
+        raise UsageError(f"{existing[0]}: destination exists; pass --force to replace it", path=existing[0],
+                         expected="a new path", actual="exists")
+    if fmt == "gguf" and dst.is_dir():
+        raise UsageError(f"{dst}: is a folder; --format gguf writes a file (e.g. {dst / 'grok-1.gguf'})",
+                         path=dst, expected="a .gguf file path", actual="folder")
+    return existing
+
+
+def _remove(paths: Iterable[Path]) -> None:
+    for p in paths:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def _publish(fmt: str, staging: Path, dst: Path, files: list[Path], existing: list[Path]) -> list[Path]:
+    """Move the complete files from the staging folder to their final names; returns the final paths."""
+    _remove(existing)
+    if fmt != "gguf":
+        os.replace(staging, dst)
+        return [dst / f.name for f in files]
+    finals = [dst.parent / f.name for f in files]
+    for f, final in list(zip(files, finals))[1:] + list(zip(files, finals))[:1]:  # first split (metadata) last
+        os.replace(f, final)
+    staging.rmdir()
+    return finals
+
+
+def _write(fmt: str, staging: Path, dst: Path, tensors: list[OutTensor], source: CheckpointSource,
+           config: ModelConfig, dtype: str, layers: int, max_bytes: int, tokenizer, on_tensor) -> list[Path]:
+    if fmt == "gguf":
+        from ._gguf import write_gguf
+        from ._vocab import placeholder_vocab, sentencepiece_vocab
+
+        vocab = (sentencepiece_vocab(tokenizer, config.vocab_size) if tokenizer is not None
+                 else placeholder_vocab(config.vocab_size))
+        return write_gguf(staging / dst.name, tensors, source.blocks, config=config, layers=layers, dtype=dtype,
+                          vocab=vocab, max_bytes=max_bytes, on_tensor=on_tensor)
+    from ._hfconfig import config_json
+    from ._safetensors import write_safetensors
+
+    files = write_safetensors(staging, tensors, source.blocks, max_bytes, on_tensor)
+    (staging / "config.json").write_text(json.dumps(config_json(fmt, config, layers, dtype), indent=2) + "\n")
+    if tokenizer is not None:
+        shutil.copyfile(tokenizer, staging / "tokenizer.model")
+    return files + [staging / "config.json"] + ([staging / "tokenizer.model"] if tokenizer is not None else [])
+
+
+def export(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, format: str, dtype: str = "bf16",
+           layers: Iterable[int] | str | None = None, shard_size: str | int | None = None,
+           tokenizer: str | os.PathLike[str] | None = None, force: bool = False, dry_run: bool = False,
+           config: ModelConfig | str | None = None,
+           on_tensor: Callable[[OutTensor], None] | None = None) -> ExportReport:
+    """Export a ``ckpt-0`` checkpoint to GGUF (llama.cpp) or safetensors (SGLang, vLLM/hpcai-tech names).
+
+    Args:
+        src: the folder holding ``ckpt-0/`` (or ``ckpt-0/`` itself).
+        dst: the ``.gguf`` file (``gguf``) or the output folder (``sglang``, ``hf``).
+        format: ``gguf``, ``sglang`` or ``hf``.
+        dtype: ``bf16`` (default), ``f16``, ``f32``, or ``q8_0`` (gguf only); norms and router stay f32.
+        layers: checkpoint layers to export (``"0-3"``, indices; all when None), renumbered from 0.
+        shard_size: largest output file (``"5G"``); gguf splits the llama.cpp way only when given.
+        tokenizer: SentencePiece ``tokenizer.model`` (gguf: the vocabulary; safetensors: copied beside).
+        force: replace an existing destination.
+        dry_run: plan only; the report's ``table`` lists every tensor.
+        config: the model config (a preset name or ModelConfig); else recorded or inferred.
+        on_tensor: called after each tensor is written.
+
+    Raises:
+        UsageError: bad format, dtype, layer range or size; destination exists; tokenizer unreadable.
+        InsufficientSpaceError: the destination's disk cannot hold the output.
+    """
+    started = time.monotonic()
+    cfg = checkpoint_config(src, config)
+    chosen = layer_indices(layers, num_layers=cfg.num_layers)
+    tensors = plan_tensors(cfg, format, dtype, chosen)
+    max_bytes = parse_size(shard_size) if shard_size is not None else DEFAULT_SHARD_BYTES[format]
+    dst = Path(dst)
+    report = ExportReport(format, dtype, os.fspath(dst), list(chosen), tensors, dry_run=dry_run)
+    source = CheckpointSource(src, cfg)
+    if dry_run:
+        return report
+    if tokenizer is not None and not Path(tokenizer).is_file():
+        raise UsageError(f"{tokenizer}: tokenizer file not found", path=tokenizer, expected="tokenizer.model",
+                         actual="missing")
+    existing = _check_destination(format, dst, force)
+    require_space(dst.parent, report.bytes + _METADATA_MARGIN, what=f"to export {len(tensors)} tensors",
+                  hint="choose another destination, fewer --layers or a smaller --dtype")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    staging = dst.parent / f".{dst.name}.partial"
+    _remove([staging])  # an interrupted run's leftovers: start over
+    staging.mkdir()
+    files = _write(format, staging, dst, tensors, source, cfg, dtype, len(chosen), max_bytes or 0, tokenizer,
+                   on_tensor)
+    report.files = [os.fspath(p) for p in _publish(format, staging, dst, files, existing)]
+    report.seconds = time.monotonic() - started
+    return report
