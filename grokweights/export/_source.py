@@ -26,7 +26,9 @@ from ._plan import OutTensor
 __all__ = ["CheckpointSource", "BLOCK_BYTES"]
 
 #: float32 bytes of one block handed to a writer.
-BLOCK_BYTES = 64 * 2**20
+BLOCK_BYTES = 16 * 2**20
+#: source rows per tile of the blocked transpose (a tile of the int8 source stays in the CPU cache).
+TILE = 256
 
 
 def _shape_of(value: Any) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
@@ -87,28 +89,49 @@ def _part(value: Any, expert: int | None) -> tuple[np.ndarray, np.ndarray | None
     return (value if expert is None else value[expert]), None
 
 
-def _read(weight: np.ndarray, scales: np.ndarray | None, region: tuple[slice, ...]) -> np.ndarray:
+def _read(weight: np.ndarray, scales: np.ndarray | None, rows: slice) -> np.ndarray:
     if scales is None:
-        return np.asarray(weight[region], dtype=np.float32)
-    return dequantize_region(weight, scales, region, np.float32)
+        return np.asarray(weight[rows], dtype=np.float32)
+    return dequantize_region(weight, scales, (rows, slice(None)), np.float32)
+
+
+def _transposed(weight: np.ndarray, scales: np.ndarray | None, step: int) -> Iterator[np.ndarray]:
+    """Blocks of ``step`` rows of ``dequantise(weight).T``, transposed tile by tile (cache-sized tiles).
+
+    The yielded array is a reused buffer, valid until the next block is asked for.
+    """
+    rows, cols = weight.shape
+    blocks = scales.shape[0] if scales is not None else 1
+    raw = np.empty((min(step, cols), rows), weight.dtype)
+    out = np.empty((min(step, cols), rows), np.float32)
+    for start in range(0, cols, step):
+        n = min(cols, start + step) - start
+        t = raw[:n]
+        for r0 in range(0, rows, TILE):
+            np.copyto(t[:, r0:r0 + TILE], weight[r0:r0 + TILE, start:start + n].T)
+        if scales is None:
+            np.copyto(out[:n], t)
+        else:  # row r of the source (column of the output) uses scale row r // (rows / blocks)
+            s = scales[:, start:start + n].astype(np.float32).T[:, :, None]
+            np.multiply(t.reshape(n, blocks, -1), s, out=out[:n].reshape(n, blocks, -1))
+        yield out[:n]
 
 
 def _matrix_blocks(value: Any, expert: int | None, transpose: bool) -> Iterator[np.ndarray]:
-    """Float32 row blocks of ``part`` (transposed if asked); its pages are released afterwards."""
+    """Float32 row blocks of one matrix (transposed if asked); its pages are released afterwards."""
     weight, scales = _part(value, expert)
     try:
         if weight.ndim == 1:
             yield np.asarray(weight, dtype=np.float32)
             return
         rows, cols = weight.shape
-        out_rows, out_cols = (cols, rows) if transpose else (rows, cols)
+        out_cols = rows if transpose else cols
         step = max(1, BLOCK_BYTES // (4 * out_cols))
-        for start in range(0, out_rows, step):
-            stop = min(out_rows, start + step)
-            if transpose:  # output rows are source columns
-                yield np.ascontiguousarray(_read(weight, scales, (slice(None), slice(start, stop))).T)
-            else:
-                yield _read(weight, scales, (slice(start, stop), slice(None)))
+        if transpose:
+            yield from _transposed(weight, scales, step)
+            return
+        for start in range(0, rows, step):
+            yield _read(weight, scales, slice(start, min(rows, start + step)))
     finally:
         drop_pages(weight)
         if scales is not None:
