@@ -1,17 +1,19 @@
 """grokweights: fetch, verify, reshard and smoke-test the Grok-1 open weights.
 
-The format core (config, layout, shards, manifest, verify) imports neither jax nor tensorstore nor
-libtorrent; the stages that need them are imported on first use of their names here.
+The public API, over one package per stage (see ``docs/architecture.md``): :mod:`.checkpoint` (the
+official format, numpy only), :mod:`.torrent` (libtorrent), :mod:`.sharding` (pure plans), :mod:`.store`
+(tensorstore), :mod:`.model` (jax), :mod:`.runtime` (load and smoke). The format core is imported with
+this package; the stages with heavy dependencies are imported on first use of their names here.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
-from .config import PRESETS, ModelConfig, preset
+from .checkpoint.config import PRESETS, ModelConfig, preset
+from .checkpoint.layout import TensorSpec, layout
+from .checkpoint.shards import LazyArray, QuantizedWeight8bit, read_header, read_shard, write_checkpoint, write_shard
 from .errors import (
     ConfigError,
     GrokWeightsError,
@@ -27,24 +29,23 @@ from .errors import (
     UsageError,
     VerificationError,
 )
-from .layout import TensorSpec, layout
-from .shards import LazyArray, QuantizedWeight8bit, read_header, read_shard, write_checkpoint, write_shard
 
 __version__ = "0.1.0"
 
 #: public name -> module that defines it, imported lazily (heavy dependencies live there).
 _LAZY = {
-    "Manifest": "manifest", "ShardEntry": "manifest", "load_manifest": "manifest",
-    "create_manifest": "manifest_ops", "pin_manifest": "manifest_ops",
-    "verify": "verify", "VerifyReport": "verify",
-    "synthesize": "synth",
-    "inspect_checkpoint": "inspection",
+    "Manifest": "checkpoint.manifest", "ShardEntry": "checkpoint.manifest", "load_manifest": "checkpoint.manifest",
+    "create_manifest": "checkpoint.manifest_ops", "pin_manifest": "checkpoint.manifest_ops",
+    "verify": "checkpoint.verify", "VerifyReport": "checkpoint.verify",
+    "synthesize": "checkpoint.synth",
+    "inspect_checkpoint": "checkpoint.inspection",
     "fetch": "torrent", "FetchReport": "torrent", "create_torrent": "torrent", "seed": "torrent",
     "Seeder": "torrent",
-    "MeshSpec": "mesh", "plan_reshard": "plan", "ReshardPlan": "plan", "reshard": "store",
-    "load": "load", "open": "load", "Params": "load",  # `open` is grokweights.open, kept out of __all__
-    "forward": "model",
-    "smoke": "smoke",
+    "MeshSpec": "sharding.mesh", "plan_reshard": "sharding.plan", "ReshardPlan": "sharding.plan",
+    "reshard": "store.reshard",
+    "load": "runtime.load", "open": "runtime.load", "Params": "runtime.load",  # `open` is kept out of __all__
+    "forward": "model.transformer",
+    "smoke": "runtime.smoke",
 }
 
 __all__ = [
@@ -63,19 +64,3 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
-
-
-class _Package(types.ModuleType):
-    """Keeps ``grokweights.verify``, ``.load``, ``.smoke`` the functions once their modules are imported.
-
-    Importing a submodule binds it as an attribute of its package; for the public functions that share
-    their module's name that would replace the function. The modules stay reachable in ``sys.modules``.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and _LAZY.get(name) == name:
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -8,7 +8,7 @@ Library functions take an optional ``progress`` callback (``progress(n_bytes_don
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
@@ -54,12 +54,3 @@ def bar(total: int | None, *, desc: str = "", quiet: bool = False, unit: str = "
     with tqdm(total=total, desc=desc, unit=unit, unit_scale=True, unit_divisor=1024, file=sys.stderr,
               dynamic_ncols=True, leave=False) as t:
         yield t
-
-
-def as_callback(progress: Progress | Callable[[int], None] | None) -> Callable[[int], None]:
-    """Normalise a progress argument to a ``callback(n_bytes)``."""
-    if progress is None:
-        return lambda n: None
-    if callable(progress) and not hasattr(progress, "update"):
-        return progress
-    return progress.update  # type: ignore[union-attr]

@@ -1,15 +1,25 @@
-"""Environment variables, defaults and file names, read once at import time."""
+"""Environment variables, defaults and file names, in one place.
+
+``MANIFESTS_DIR``, ``DISABLE_PROGRESS`` and ``DEBUG`` are read from the environment once, when this module is
+imported; the free-space override (``FREE_SPACE_ENV``) is read each time free space is measured, so a test
+or a rehearsal can set it at any moment.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 #: folder of the official checkpoint inside a download.
 CKPT_DIRNAME = "ckpt-0"
 #: file name of shard ``i`` (the ``_000`` suffix is the release's host index).
 SHARD_NAME_FORMAT = "tensor{index:05d}_000"
-#: manifest written beside a checkpoint by ``fetch`` and ``manifest create``.
+#: what every shard file name matches (group 1: the index).
+SHARD_RE = re.compile(r"tensor(\d{5})_000")
+#: the same, as a glob.
+SHARD_GLOB = "tensor*_000"
+#: manifest written beside a checkpoint by ``fetch`` and ``synth`` (``manifest create`` writes where ``-o`` says).
 LOCAL_MANIFEST_NAME = "grokweights-manifest.json"
 #: index file of a resharded store, written last.
 STORE_INDEX_NAME = "grokweights.json"
@@ -33,10 +43,15 @@ DISABLE_PROGRESS = os.environ.get("GROKWEIGHTS_DISABLE_PROGRESS", "").lower() in
 #: set to 1 to let the CLI print tracebacks for grokweights errors.
 DEBUG = os.environ.get("GROKWEIGHTS_DEBUG", "").lower() in {"1", "true", "yes"}
 
-#: overrides the free-space figure fetch's preflight sees (bytes): to rehearse a full disk.
+#: overrides the free-space figure every preflight sees (bytes): to rehearse a full disk.
 FREE_SPACE_ENV = "GROKWEIGHTS_FREE_SPACE_BYTES"
 
 #: read size for streaming hashes (large reads keep Python out of the way).
 HASH_CHUNK_BYTES = 8 * 1024 * 1024
 #: slab size for streaming writes of large payloads.
 WRITE_CHUNK_BYTES = 16 * 1024 * 1024
+
+
+def shard_name(index: int) -> str:
+    """The file name of shard ``index`` (``tensor00012_000``)."""
+    return SHARD_NAME_FORMAT.format(index=index)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import preset
+from .checkpoint.config import preset
 from .constants import CKPT_DIRNAME, LOCAL_MANIFEST_NAME
 from .errors import SmokeError, StoreError, TorrentError, VerificationError
 
@@ -70,9 +70,9 @@ class _Runner:
 
 
 def _core_stages(run: _Runner, work: Path, seed: int) -> tuple[Path, Any]:
-    from .manifest_ops import create_manifest
-    from .synth import synthesize
-    from .verify import verify
+    from .checkpoint.manifest_ops import create_manifest
+    from .checkpoint.synth import synthesize
+    from .checkpoint.verify import verify
 
     config = preset("tiny")
     source = work / "source"
@@ -133,9 +133,9 @@ def _fetch_stage(run: _Runner, work: Path, source: Path, manifest: Any) -> Path:
 
 
 def _store_stages(run: _Runner, work: Path, checkpoint: Path, manifest: Any) -> None:
-    from .load import LoadStats, load
-    from .smoke import smoke
-    from .store import reshard
+    from .runtime.load import LoadStats, load
+    from .runtime.smoke import smoke
+    from .store.reshard import reshard
 
     store = work / "store"
 
@@ -178,7 +178,7 @@ def run_demo(workdir: str | Path | None = None, *, seed: int = 0,
     import sys
 
     if "jax" not in sys.modules:
-        from .smoke import simulate_cpu_devices
+        from .runtime.devices import simulate_cpu_devices
 
         simulate_cpu_devices(DEMO_DEVICES)
     work = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="grokweights-demo-"))

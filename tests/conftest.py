@@ -25,10 +25,10 @@ def _isolated_home(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_source(tmp_path_factory):
     """A synthetic tiny checkpoint (seed 0) with its manifest beside it; shared, do not modify."""
-    from grokweights.config import preset
+    from grokweights.checkpoint.config import preset
+    from grokweights.checkpoint.manifest_ops import create_manifest
+    from grokweights.checkpoint.synth import synthesize
     from grokweights.constants import LOCAL_MANIFEST_NAME
-    from grokweights.manifest_ops import create_manifest
-    from grokweights.synth import synthesize
 
     root = tmp_path_factory.mktemp("tiny-source")
     synthesize(root, preset("tiny"), seed=0)

@@ -91,8 +91,8 @@ def test_manifest_create_pin_show(runner, tiny_checkpoint, tmp_path):
 
 
 def test_manifest_create_names_missing_fields(runner, tmp_path):
-    from grokweights.config import ModelConfig
-    from grokweights.synth import synthesize
+    from grokweights.checkpoint.config import ModelConfig
+    from grokweights.checkpoint.synth import synthesize
 
     synthesize(tmp_path, ModelConfig(num_layers=1, emb_size=32, num_q_heads=2, num_kv_heads=1, key_size=16,
                                      num_experts=2, num_selected_experts=1, widening_factor=2, vocab_size=64))

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from grokweights.config import PRESETS, ModelConfig, ffn_size, preset
+from grokweights.checkpoint.config import PRESETS, ModelConfig, ffn_size, preset
 from grokweights.errors import ConfigError
 
 

@@ -1,7 +1,7 @@
 import os
 
-from grokweights.config import preset
-from grokweights.inspection import infer_config, inspect_checkpoint, scan_headers
+from grokweights.checkpoint.config import preset
+from grokweights.checkpoint.inspection import infer_config, inspect_checkpoint, scan_headers
 
 
 def test_clean_checkpoint_inspects_ok(tiny_checkpoint):

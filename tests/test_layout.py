@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from grokweights.config import preset
+from grokweights.checkpoint.config import preset
+from grokweights.checkpoint.layout import TensorSpec, layer_indices, layout, parse_layers, select
 from grokweights.errors import UsageError
-from grokweights.layout import TensorSpec, layer_indices, layout, parse_layers, select
 
 from .helpers import DATA
 

@@ -7,13 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from grokweights.config import preset
+from grokweights.checkpoint.config import preset
+from grokweights.checkpoint.layout import layout
+from grokweights.checkpoint.shards import dequantize, read_shard
 from grokweights.errors import MeshError, StoreError, UsageError
-from grokweights.layout import layout
-from grokweights.load import LoadStats, Store, load, open
-from grokweights.params import QuantizedWeight
-from grokweights.shards import dequantize, read_shard
-from grokweights.store import reshard
+from grokweights.model.params import QuantizedWeight
+from grokweights.runtime.load import LoadStats, Store, load, open
+from grokweights.store.reshard import reshard
 
 TINY = preset("tiny")
 

@@ -2,12 +2,12 @@ import json
 
 import pytest
 
-from grokweights.config import ModelConfig, preset
+from grokweights.checkpoint.config import ModelConfig, preset
+from grokweights.checkpoint.layout import layout
+from grokweights.checkpoint.manifest import Manifest, find_local_manifest, load_manifest
+from grokweights.checkpoint.manifest_ops import create_manifest, pin_manifest
 from grokweights.constants import LOCAL_MANIFEST_NAME
 from grokweights.errors import ConfigError, ManifestError, VerificationError
-from grokweights.layout import layout
-from grokweights.manifest import Manifest, find_local_manifest, load_manifest
-from grokweights.manifest_ops import create_manifest, pin_manifest
 
 from .helpers import DATA
 
@@ -79,7 +79,7 @@ def test_create_infers_a_preset_and_hashes(tiny_checkpoint):
 
 
 def test_create_refuses_ambiguous_shapes(tmp_path):
-    from grokweights.synth import synthesize
+    from grokweights.checkpoint.synth import synthesize
 
     odd = ModelConfig(num_layers=1, emb_size=32, num_q_heads=4, num_kv_heads=2, key_size=8, num_experts=4,
                       num_selected_experts=2, widening_factor=4, vocab_size=64, scale_blocks=2)

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from grokweights.config import preset
+from grokweights.checkpoint.config import preset
+from grokweights.checkpoint.layout import layout
 from grokweights.errors import MeshError
-from grokweights.layout import layout
-from grokweights.mesh import (
+from grokweights.sharding.mesh import (
     EXPERT_RULES,
     GROK1_RULES,
     MeshSpec,

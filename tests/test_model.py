@@ -12,13 +12,13 @@ import psutil
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from grokweights.config import ModelConfig, preset
+from grokweights.checkpoint.config import ModelConfig, preset
+from grokweights.checkpoint.layout import layout
+from grokweights.checkpoint.shards import dequantize as np_dequantize
 from grokweights.errors import LayoutMismatchError, UsageError
-from grokweights.layout import layout
-from grokweights.model import abstract_params, forward, forward_shape, prepare_forward
-from grokweights.model_moe import moe, tile_rows
-from grokweights.params import QuantizedWeight
-from grokweights.shards import dequantize as np_dequantize
+from grokweights.model.moe import moe, tile_rows
+from grokweights.model.params import QuantizedWeight
+from grokweights.model.transformer import abstract_params, forward, forward_shape, prepare_forward
 
 # ----------------------------------------------------------------------------- parameters
 

@@ -13,12 +13,12 @@ import subprocess
 import sys
 import textwrap
 
-from grokweights.config import preset
+from grokweights.checkpoint.config import preset
+from grokweights.checkpoint.manifest_ops import create_manifest
+from grokweights.checkpoint.synth import synthesize
 from grokweights.constants import LOCAL_MANIFEST_NAME
-from grokweights.load import open as open_store
-from grokweights.manifest_ops import create_manifest
-from grokweights.store import reshard
-from grokweights.synth import synthesize
+from grokweights.runtime.load import open as open_store
+from grokweights.store.reshard import reshard
 
 _WORKER = textwrap.dedent("""
     import json, os, sys
@@ -27,10 +27,10 @@ _WORKER = textwrap.dedent("""
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     port, pid, store, ckpt = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=pid)
-    from grokweights.config import preset
-    from grokweights.layout import layout
-    from grokweights.load import LoadStats, load
-    from grokweights.shards import read_shard
+    from grokweights.checkpoint.config import preset
+    from grokweights.checkpoint.layout import layout
+    from grokweights.runtime.load import LoadStats, load
+    from grokweights.checkpoint.shards import read_shard
 
     stats = LoadStats()
     params = load(store, "data=1,model=8", stats=stats)

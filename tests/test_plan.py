@@ -6,11 +6,11 @@ import math
 
 import pytest
 
-from grokweights.config import preset
+from grokweights.checkpoint.config import preset
+from grokweights.checkpoint.layout import layout
 from grokweights.errors import MeshError, UsageError
-from grokweights.layout import layout
-from grokweights.mesh import EXPERT_RULES, GROK1_RULES, MeshSpec
-from grokweights.plan import (
+from grokweights.sharding.mesh import EXPERT_RULES, GROK1_RULES, MeshSpec
+from grokweights.sharding.plan import (
     MAX_CHUNK_BYTES,
     ReshardPlan,
     chunk_shape_for,

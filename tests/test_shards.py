@@ -11,10 +11,9 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from grokweights.config import preset
-from grokweights.errors import ShardFormatError, UnsafePickleError
-from grokweights.layout import layout
-from grokweights.shards import (
+from grokweights.checkpoint.config import preset
+from grokweights.checkpoint.layout import layout
+from grokweights.checkpoint.shards import (
     LazyArray,
     QuantizedWeight8bit,
     atomic_path,
@@ -24,7 +23,8 @@ from grokweights.shards import (
     write_checkpoint,
     write_shard,
 )
-from grokweights.synth import synthesize
+from grokweights.checkpoint.synth import synthesize
+from grokweights.errors import ShardFormatError, UnsafePickleError
 
 
 def test_round_trip_every_kind(tmp_path):

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from grokweights.checkpoint.config import preset
+from grokweights.checkpoint.layout import layout
+from grokweights.checkpoint.shards import QuantizedWeight8bit, read_shard, write_shard
+from grokweights.checkpoint.synth import synthesize
 from grokweights.cli import main
-from grokweights.config import preset
 from grokweights.errors import MeshError, UsageError
-from grokweights.fingerprint import Fingerprint
-from grokweights.layout import layout
-from grokweights.shards import QuantizedWeight8bit, read_shard, write_shard
-from grokweights.smoke import simulate_cpu_devices, smoke
-from grokweights.store import reshard
-from grokweights.synth import synthesize
+from grokweights.runtime.fingerprint import Fingerprint
+from grokweights.runtime.smoke import simulate_cpu_devices, smoke
+from grokweights.store.reshard import reshard
 
 from .test_tokenizer import train_tokenizer
 

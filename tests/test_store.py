@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from grokweights.checkpoint.config import preset
+from grokweights.checkpoint.layout import layout
+from grokweights.checkpoint.shards import dequantize, read_shard
 from grokweights.cli import main
-from grokweights.config import preset
 from grokweights.constants import LOCAL_MANIFEST_NAME, STORE_INDEX_NAME
 from grokweights.errors import StoreError, UsageError, VerificationError
-from grokweights.layout import layout
-from grokweights.load import load
-from grokweights.mesh import MeshSpec
-from grokweights.shards import dequantize, read_shard
+from grokweights.runtime.load import load
+from grokweights.sharding.mesh import MeshSpec
 from grokweights.store import read_index, reshard
 
 TINY = preset("tiny")
@@ -105,7 +105,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(ckpt, tmp_path):
 
 _KILLER = textwrap.dedent("""
     import os, pathlib, signal, sys
-    from grokweights.store import reshard
+    from grokweights.store.reshard import reshard
     done = 0
     def progress(n):
         # past half of the bytes, and once at least one array is published (publishing runs on its own
@@ -202,7 +202,7 @@ def test_cli_reshard_writes_then_skips(ckpt, tmp_path):
 
 
 def test_tensorstore_specs_are_plain_dicts(tmp_path):
-    from grokweights.tensorstore_io import kvstore_spec, zarr3_spec
+    from grokweights.store.specs import kvstore_spec, zarr3_spec
 
     assert kvstore_spec(tmp_path) == {"driver": "file", "path": f"{tmp_path}/"}
     assert kvstore_spec("memory://a/b") == {"driver": "memory", "path": "a/b/"}

@@ -3,10 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from grokweights.config import preset
-from grokweights.layout import layout
-from grokweights.shards import read_shard
-from grokweights.synth import synthesize
+from grokweights.checkpoint.config import preset
+from grokweights.checkpoint.layout import layout
+from grokweights.checkpoint.shards import read_shard
+from grokweights.checkpoint.synth import synthesize
 
 from .helpers import run_python
 
@@ -46,10 +46,10 @@ def full_width_shard(tmp_path_factory):
     path = tmp_path_factory.mktemp("full") / "tensor00002_000"
     code = f"""
 import json, resource
-from grokweights.config import preset
-from grokweights.layout import layout
-from grokweights.shards import write_shard
-from grokweights.synth import synth_value
+from grokweights.checkpoint.config import preset
+from grokweights.checkpoint.layout import layout
+from grokweights.checkpoint.shards import write_shard
+from grokweights.checkpoint.synth import synth_value
 config = preset("grok-1", layers=1)
 spec = layout(config)[2]
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -76,7 +76,7 @@ def test_opening_and_inspecting_a_large_shard_costs_kilobytes(full_width_shard):
     path, _ = full_width_shard
     code = f"""
 import json, psutil
-from grokweights.shards import read_header, read_shard
+from grokweights.checkpoint.shards import read_header, read_shard
 proc = psutil.Process()
 before = proc.memory_info().rss
 header = read_header({str(path)!r})

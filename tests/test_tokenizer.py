@@ -8,7 +8,7 @@ import pytest
 import sentencepiece
 
 from grokweights.errors import ConfigError, UsageError
-from grokweights.tokenizer import Tokenizer, parse_token_ids
+from grokweights.model.tokenizer import Tokenizer, parse_token_ids
 
 CORPUS = [
     "the weights of the model are verified before they are resharded",

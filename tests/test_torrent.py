@@ -22,8 +22,8 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> Path:
     """A tiny synthetic checkpoint with its manifest: ``SRC/tiny/{ckpt-0/, grokweights-manifest.json}``."""
-    from grokweights.manifest_ops import create_manifest
-    from grokweights.synth import synthesize
+    from grokweights.checkpoint.manifest_ops import create_manifest
+    from grokweights.checkpoint.synth import synthesize
 
     root = tmp_path_factory.mktemp("src") / "tiny"
     synthesize(root, preset("tiny"))
@@ -172,7 +172,7 @@ def test_fetch_from_a_manifest_writes_it_beside_ckpt0_and_can_keep_seeding(sourc
     import shutil
     from dataclasses import replace
 
-    from grokweights.manifest import Sources, load_manifest
+    from grokweights.checkpoint.manifest import Sources, load_manifest
 
     bare = tmp_path / "bare" / "tiny"
     shutil.copytree(source / "ckpt-0", bare / "ckpt-0")
@@ -194,9 +194,9 @@ def test_fetch_from_a_manifest_writes_it_beside_ckpt0_and_can_keep_seeding(sourc
 
 def test_library_api_seed_and_fetch_in_one_process(source, tmp_path):
     """What the demo does: a Seeder session and a fetch session in one process, by magnet link."""
-    from grokweights.manifest import load_manifest
+    from grokweights.checkpoint.manifest import load_manifest
+    from grokweights.checkpoint.verify import verify
     from grokweights.torrent import Seeder, fetch
-    from grokweights.verify import verify
 
     events = []
     with Seeder(source, listen=LOOPBACK, discovery=False) as seeder:

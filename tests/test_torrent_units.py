@@ -11,9 +11,10 @@ from grokweights import preset
 from grokweights.constants import LOCAL_MANIFEST_NAME
 from grokweights.errors import InsufficientSpaceError, TorrentError, UsageError
 from grokweights.torrent import create_torrent
-from grokweights.torrent_meta import check_info_dict, piece_size_for, torrent_bytes
-from grokweights.torrent_select import TorrentFile, preflight, select_files
-from grokweights.torrent_session import parse_endpoint, parse_rate, parse_size
+from grokweights.torrent.create import piece_size_for
+from grokweights.torrent.meta import check_info_dict, torrent_bytes
+from grokweights.torrent.select import TorrentFile, preflight, select_files
+from grokweights.torrent.session import parse_endpoint, parse_rate, parse_size
 
 from .test_torrent_helpers import bdecode, bencode, write_random_files
 
@@ -101,8 +102,8 @@ def _table(manifest):
 
 @pytest.fixture(scope="module")
 def tiny_manifest(tmp_path_factory):
-    from grokweights.manifest_ops import create_manifest
-    from grokweights.synth import synthesize
+    from grokweights.checkpoint.manifest_ops import create_manifest
+    from grokweights.checkpoint.synth import synthesize
 
     out = tmp_path_factory.mktemp("tiny")
     synthesize(out, preset("tiny"))
@@ -141,7 +142,7 @@ def test_preflight_reports_needed_available_and_path(tmp_path, monkeypatch):
 
 
 def test_default_source_is_the_shipped_grok1_magnet():
-    from grokweights.torrent_meta import resolve_source
+    from grokweights.torrent.meta import resolve_source
 
     src = resolve_source("grok-1")
     assert src.kind == "manifest" and src.manifest.name == "grok-1"

@@ -2,9 +2,10 @@ import os
 
 import pytest
 
+from grokweights.checkpoint.manifest import find_local_manifest, load_manifest
+from grokweights.checkpoint.paths import resolve_checkpoint_dir
+from grokweights.checkpoint.verify import verify
 from grokweights.errors import GrokWeightsError
-from grokweights.manifest import find_local_manifest, load_manifest
-from grokweights.verify import resolve_checkpoint_dir, verify
 
 
 def _flip(path, offset=-7):

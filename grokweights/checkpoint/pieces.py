@@ -252,10 +252,11 @@ class PieceHasher:
                     view[rng[0] - a:rng[1] - a] = given
             _fill(fh, view[lo - a:hi - a], path)
             self.bytes_read += hi - lo
-            jobs = [self._sha1.submit(_check_pieces, meta, view, g0, g1, check)]
-            if digest is not None:
-                jobs.append(self._sha256.submit(digest.update, view[lo - a:hi - a]))
-            self._busy[n % self.nbuf] = jobs
+            if digest is None:  # SHA-1 alone: two threads hash chunks while this one reads the next
+                self._busy[n % self.nbuf] = [self._sha1.submit(_check_pieces, meta, view, g0, g1, check)]
+            else:  # sha256 is the slower, serial one: it gets a thread (a core) to itself; SHA-1 runs here
+                self._busy[n % self.nbuf] = [self._sha256.submit(digest.update, view[lo - a:hi - a])]
+                _check_pieces(meta, view, g0, g1, check)
             if progress is not None:
                 progress(hi - lo)
 

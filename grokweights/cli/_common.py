@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ..config import ModelConfig, preset
+from ..checkpoint.config import ModelConfig, preset
 
 __all__ = ["emit_json", "human_bytes", "table", "config_options", "resolve_config", "json_option", "quiet_option"]
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 
 from .. import _progress
-from ..config import preset as get_preset
+from ..checkpoint.config import preset as get_preset
+from ..checkpoint.layout import layout
 from ..constants import LOCAL_MANIFEST_NAME
-from ..layout import layout
 from ._common import config_options, emit_json, human_bytes, json_option, quiet_option, resolve_config, table
 
 
@@ -25,8 +25,8 @@ from ._common import config_options, emit_json, human_bytes, json_option, quiet_
 @quiet_option
 def synth(preset_name: str, layers: int | None, seed: int, out_dir: Path, write_manifest: bool, quiet: bool) -> None:
     """Write a synthetic checkpoint in the exact official format."""
-    from ..manifest_ops import create_manifest
-    from ..synth import synthesize
+    from ..checkpoint.manifest_ops import create_manifest
+    from ..checkpoint.synth import synthesize
 
     config = get_preset(preset_name, layers=layers)
     total = sum(s.expected_file_size for s in layout(config))
@@ -49,7 +49,7 @@ def inspect_command(checkpoint: Path, preset_name: str | None, config_file: Path
 
     Exit status 1 when any file disagrees with the layout or cannot be parsed safely.
     """
-    from ..inspection import inspect_checkpoint
+    from ..checkpoint.inspection import inspect_checkpoint
 
     config = resolve_config(preset_name, config_file)
     report = inspect_checkpoint(checkpoint, config=config, config_source="--preset/--config")
@@ -85,12 +85,11 @@ def manifest() -> None:
 def manifest_create(checkpoint: Path, output: Path, name: str | None, preset_name: str | None,
                     config_file: Path | None, jobs: int | None, quiet: bool) -> None:
     """Hash a local checkpoint into a manifest (sizes, sha256, model config)."""
-    from ..manifest_ops import create_manifest
-    from ..verify import resolve_checkpoint_dir
+    from ..checkpoint.manifest_ops import create_manifest
+    from ..checkpoint.paths import checkpoint_bytes
 
     config = resolve_config(preset_name, config_file)
-    ckpt = resolve_checkpoint_dir(checkpoint)
-    total = sum(p.stat().st_size for p in ckpt.glob("tensor*_000"))
+    total = checkpoint_bytes(checkpoint)
     with _progress.bar(total, desc="sha256", quiet=quiet) as bar:
         result = create_manifest(checkpoint, name=name, config=config, jobs=jobs, progress=bar.update)
     result.save(output)
@@ -109,8 +108,8 @@ def manifest_create(checkpoint: Path, output: Path, name: str | None, preset_nam
 @quiet_option
 def manifest_pin(checkpoint: Path, manifest_file: Path, output: Path | None, jobs: int | None, quiet: bool) -> None:
     """Fill missing sha256 values from a copy you trust; never changes a recorded hash."""
-    from ..manifest import load_manifest
-    from ..manifest_ops import pin_manifest
+    from ..checkpoint.manifest import load_manifest
+    from ..checkpoint.manifest_ops import pin_manifest
 
     before = load_manifest(manifest_file)
     with _progress.bar(before.total_size, desc="sha256", quiet=quiet) as bar:
@@ -124,7 +123,7 @@ def manifest_pin(checkpoint: Path, manifest_file: Path, output: Path | None, job
 @json_option
 def manifest_show(name_or_file: str, as_json: bool) -> None:
     """Summarise a manifest (a shipped name such as grok-1, or a file)."""
-    from ..manifest import load_manifest
+    from ..checkpoint.manifest import load_manifest
 
     m = load_manifest(name_or_file)
     if as_json:
@@ -155,9 +154,9 @@ def verify_command(checkpoint: Path, manifest_ref: str | None, jobs: int | None,
 
     Exit status 0 when everything matches, 1 when anything does not, 2 for usage errors.
     """
+    from ..checkpoint.manifest import find_local_manifest, load_manifest
+    from ..checkpoint.verify import verify
     from ..errors import UsageError
-    from ..manifest import find_local_manifest, load_manifest
-    from ..verify import verify
 
     m = load_manifest(manifest_ref) if manifest_ref else find_local_manifest(checkpoint)
     if m is None:

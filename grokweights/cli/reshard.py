@@ -60,7 +60,7 @@ def reshard(src: Path, dst: str, mesh_text: str, rules: str, dtype: str, compres
     DST is a local path or a tensorstore URL (memory://, gs://bucket/path, s3://bucket/path). A rerun
     skips arrays already complete; the store index grokweights.json is written last.
     """
-    from ..store import reshard as run
+    from ..store.reshard import reshard as run
 
     config = resolve_config(preset_name, config_file)
     with _progress.bar(None, desc="reshard", quiet=quiet or dry_run) as bar:

@@ -75,10 +75,10 @@ def plan(mesh_text: str, preset_name: str | None, config_file: Path | None, rule
 
     Nothing is loaded. Exit status 1 when it does not fit, 0 when it fits or memory was not given.
     """
-    from ..sizing import plan as plan_machine
+    from ..sharding.sizing import plan_memory
 
     config = resolve_config(preset_name or (None if config_file else "grok-1"), config_file)
-    result = plan_machine(config, mesh_text, rules=rules, layers=layers, batch=batch, length=length, dtype=dtype,
+    result = plan_memory(config, mesh_text, rules=rules, layers=layers, batch=batch, length=length, dtype=dtype,
                           store_dtype=store_dtype, devices=devices, device_memory=_gib(device_memory),
                           host_memory=_gib(host_memory), shared_host=shared_host)
     if as_json:
@@ -146,9 +146,9 @@ def smoke(store: str, mesh_text: str | None, layers: str | None, prompt: str | N
     with --check-mesh / --expect equality with another mesh / a saved fingerprint. Exit status 0 only
     when every check passed.
     """
-    from ..smoke import simulate_cpu_devices, smoke_plan
-    from ..smoke import smoke as run_smoke
-    from ..tokenizer import parse_token_ids
+    from ..model.tokenizer import parse_token_ids
+    from ..runtime.smoke import simulate_cpu_devices, smoke_plan
+    from ..runtime.smoke import smoke as run_smoke
 
     if host_devices is not None:
         simulate_cpu_devices(host_devices)

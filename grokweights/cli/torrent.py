@@ -56,13 +56,13 @@ def _interruptible() -> Iterator[None]:
 
 
 def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-    from ..torrent_session import parse_rate
+    from ..torrent.session import parse_rate
 
     return parse_rate(value)
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-    from ..torrent_session import parse_size
+    from ..torrent.session import parse_size
 
     return parse_size(value, what="piece size")
 
@@ -148,13 +148,12 @@ def _show_fetch(report: Any) -> None:
     click.echo(f"torrent: {report.torrent}")
     if report.manifest:
         click.echo(f"manifest: {report.manifest}")
-    verification = report.verification or {}
-    for problem in verification.get("problems", []):
+    verification = report.verification
+    for problem in verification.problems if verification is not None else ():
         click.echo(f"problem: {problem['path']}: {problem['status']} (expected {problem['expected']}, "
                    f"found {problem['actual']})", err=True)
-    for result in (verification.get("manifest") or {}).get("results", []):
-        if result.get("status") not in ("ok", "unverified"):
-            click.echo(f"problem: {result['path']}: {result['status']} {result.get('detail', '')}", err=True)
+    for result in verification.report.failures if verification is not None and verification.report else ():
+        click.echo(f"problem: {result.path}: {result.status} {result.detail}", err=True)
     click.echo("verified: ok" if report.ok else "verified: FAILED - re-run the same command to repair")
 
 
@@ -217,21 +216,16 @@ def torrent() -> None:
 def create(directory: Path, output: Path | None, piece_size: int | None, web_seeds: tuple[str, ...],
            trackers: tuple[str, ...], comment: str | None, as_json: bool, quiet: bool) -> None:
     """Make a BitTorrent v1 torrent of a local checkpoint folder (hidden files and .torrent files left out)."""
-    import libtorrent as lt
-
-    from ..torrent import create_torrent, magnet_link
+    from ..torrent import create_torrent, describe_torrent
 
     total = sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
     with _progress.bar(total, desc="hash", quiet=quiet or as_json) as bar:
         path = create_torrent(directory, output, piece_size=piece_size, web_seeds=web_seeds, trackers=trackers,
                               comment=comment, progress=bar.update)
-    ti = lt.torrent_info(str(path))
-    info = {"torrent": str(path), "name": ti.name(), "infohash": str(ti.info_hashes().v1),
-            "magnet": magnet_link(ti), "files": ti.num_files(), "bytes": ti.total_size(),
-            "piece_size": ti.piece_length(), "pieces": ti.num_pieces()}
+    info = describe_torrent(path)
     if as_json:
-        emit_json(info)
+        emit_json(info.to_dict())
     else:
-        click.echo(f"{path}: {info['files']} files, {human_bytes(info['bytes'])}, {info['pieces']} pieces of "
-                   f"{human_bytes(info['piece_size'])}")
-        click.echo(info["magnet"])
+        click.echo(f"{path}: {info.files} files, {human_bytes(info.bytes)}, {info.pieces} pieces of "
+                   f"{human_bytes(info.piece_size)}")
+        click.echo(info.magnet)

@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="folder for the data (default: a temp dir)")
     args = parser.parse_args()
     from grokweights.torrent import create_torrent
-    from grokweights.torrent_session import parse_size
+    from grokweights.torrent.session import parse_size
 
     total = int(args.gib * 1024**3) // args.files * args.files
     work = Path(tempfile.mkdtemp(prefix="bench_fetch_", dir=args.workdir))

@@ -26,11 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from grokweights.config import preset
+from grokweights.checkpoint.config import preset
+from grokweights.checkpoint.manifest_ops import create_manifest
+from grokweights.checkpoint.synth import synthesize
 from grokweights.constants import LOCAL_MANIFEST_NAME
-from grokweights.manifest_ops import create_manifest
-from grokweights.store import reshard
-from grokweights.synth import synthesize
+from grokweights.store.reshard import reshard
 
 
 def _timed(label: str, fn, results: dict):
@@ -54,7 +54,7 @@ def main() -> None:
 
     import jax
 
-    from grokweights.smoke import smoke
+    from grokweights.runtime.smoke import smoke
 
     config = preset(args.preset, layers=args.layers)
     devices = jax.devices()

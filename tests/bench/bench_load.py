@@ -6,8 +6,8 @@ reshards it for data=1,model=8 once, then times each method in a fresh process (
 
 * upstream:        for each shard, copy it to /dev/shm, ``pickle.load`` it, delete the copy, then
                    ``jax.device_put`` every array with the release's sharding (what the release's loader does);
-* grokweights.load from the store;
-* grokweights.load from ckpt-0 directly (the safe memory-mapped reader).
+* grokweights.runtime.load from the store;
+* grokweights.runtime.load from ckpt-0 directly (the safe memory-mapped reader).
 
 Before each method runs, the page cache of the work folder is dropped (``posix_fadvise``, our files only)
 and that method's input is read once (warm), so every method starts with its input cached and the rest of
@@ -38,9 +38,9 @@ _PRELUDE = """
 import json, os, sys, time
 import jax
 import numpy as np
-from grokweights.config import preset
-from grokweights.layout import layout
-from grokweights.mesh import GROK1_RULES
+from grokweights.checkpoint.config import preset
+from grokweights.checkpoint.layout import layout
+from grokweights.sharding.mesh import GROK1_RULES
 mesh = jax.sharding.Mesh(np.array(jax.devices()).reshape(1, 8), ("data", "model"))
 specs = layout(preset("grok-1", layers=1))
 start = time.perf_counter()
@@ -75,7 +75,7 @@ print(json.dumps({"seconds": time.perf_counter() - start, "bytes_read": read}))
 """
 
 _OURS = _PRELUDE + """
-from grokweights.load import LoadStats, load
+from grokweights.runtime.load import LoadStats, load
 stats = LoadStats()
 params = load(sys.argv[1], mesh, stats=stats)
 jax.block_until_ready(params)
@@ -129,7 +129,7 @@ def main() -> None:
     try:
         src = source(workdir)
         if not (store / "grokweights.json").exists():
-            from grokweights.store import reshard
+            from grokweights.store.reshard import reshard
 
             reshard(src, store, "data=1,model=8", verify=False)
         total = du(src / "ckpt-0")

@@ -26,12 +26,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from grokweights.config import preset
-from grokweights.synth import synthesize
+from grokweights.checkpoint.config import preset
+from grokweights.checkpoint.synth import synthesize
 
 _CHILD = """
 import json, sys, time
-from grokweights.store import reshard
+from grokweights.store.reshard import reshard
 start = time.perf_counter()
 report = reshard(sys.argv[1], sys.argv[2], "data=1,model=8", compression=sys.argv[3], verify=False,
                  jobs=int(sys.argv[4]) or None)

@@ -4,7 +4,7 @@ Writes a synthetic checkpoint of four equal ~600 MB shards (plus small ones), re
 the page cache, then times:
 
 * openssl:      `openssl dgst -sha256` over every shard, one stream (SHA instructions; the bar);
-* verify -j1:   grokweights.verify with one job;
+* verify -j1:   grokweights.checkpoint.verify with one job;
 * verify -jN:   with every usable core.
 
 Prints the figures and the ratios (targets: verify -j1 >= 0.9x openssl; verify -j2 >= 1.8x verify -j1 on
@@ -21,11 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from grokweights.config import ModelConfig
-from grokweights.hashing import default_jobs
-from grokweights.manifest_ops import create_manifest
-from grokweights.synth import synthesize
-from grokweights.verify import verify
+from grokweights.checkpoint.config import ModelConfig
+from grokweights.checkpoint.hashing import default_jobs
+from grokweights.checkpoint.manifest_ops import create_manifest
+from grokweights.checkpoint.synth import synthesize
+from grokweights.checkpoint.verify import verify
 
 #: one layer with 3 experts and a 24K vocabulary: four equal 604 MB shards, 2.4 GB in all
 CONFIG = ModelConfig(num_layers=1, emb_size=6144, num_q_heads=48, num_kv_heads=8, key_size=128, num_experts=3,

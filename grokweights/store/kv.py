@@ -1,0 +1,112 @@
+"""TensorStore at the edge: the only module that opens tensorstore arrays and key-value stores.
+
+Every store shares one process-wide :class:`tensorstore.Context` root, so ``memory://`` stores written by
+``reshard`` can be loaded by ``load`` in the same process; each operation gets a child context with its
+own concurrency limits. Specs come from :mod:`.specs` (plain dicts).
+
+An array is written *unpublished* first (chunks only, no ``zarr.json``: opened with ``assume_metadata``)
+and *published* by writing its ``zarr.json`` last, so no reader (tensorstore, zarr-python) ever opens an
+array whose chunks are not all written.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..errors import StoreError
+from .specs import local_path
+
+__all__ = ["context", "open_array", "open_kvstore", "read_key", "write_key", "delete_prefix", "make_durable",
+           "read_into"]
+
+_ROOT: Any = None
+
+
+def context(*, jobs: int | None = None, sync: bool = True, memmap: bool = False) -> Any:
+    """A child of the process-wide root context with ``jobs`` concurrent copies and file operations.
+
+    ``memmap`` reads local files through memory maps (one copy fewer: measured ~1.4x faster loads).
+    """
+    import tensorstore as ts
+
+    global _ROOT
+    if _ROOT is None:
+        _ROOT = ts.Context()
+    spec: dict[str, Any] = {"file_io_sync": sync}
+    if memmap:
+        spec["file_io_mode"] = {"mode": "memmap"}
+    if jobs:
+        spec["data_copy_concurrency"] = {"limit": jobs}
+        spec["file_io_concurrency"] = {"limit": max(2, jobs * 2)}
+    return ts.Context(spec, parent=_ROOT)
+
+
+def open_array(spec: dict[str, Any], *, mode: str = "open", ctx: Any = None) -> Any:
+    """Open a zarr3 array: ``open`` (must exist), ``unpublished`` (write chunks without metadata) or
+    ``publish`` (create its ``zarr.json``)."""
+    import tensorstore as ts
+
+    kwargs = {"open": {"open": True}, "unpublished": {"open": True, "assume_metadata": True},
+              "publish": {"create": True}}[mode]
+    try:
+        return ts.open(spec, context=ctx if ctx is not None else context(), **kwargs).result()
+    except ValueError as exc:
+        where = spec["kvstore"].get("path", "")
+        raise StoreError(f"{where}: cannot open zarr3 array ({mode}): {exc}", path=where) from None
+
+
+def read_into(view: Any, out: Any) -> Any:
+    """Start reading the tensorstore ``view`` into the numpy array ``out`` (same shape); returns a future."""
+    import tensorstore as ts
+
+    return ts.array(out, copy=False, write=True).write(view)
+
+
+def make_durable(kvstore: dict[str, Any]) -> None:
+    """Flush written data of a local store to disk (``syncfs`` of its file system; ``sync`` if unavailable).
+
+    One call per array replaces an ``fsync`` per chunk file, which stalls tensorstore's writer threads.
+    Stores on other drivers (gcs, s3) are durable once a write completes; ``memory`` is never durable.
+    """
+    path = local_path(kvstore)
+    if path is None:
+        return
+    probe = path
+    while not os.path.isdir(probe):
+        probe = os.path.dirname(probe.rstrip("/")) or "/"
+    fd = os.open(probe, os.O_RDONLY)
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if getattr(libc, "syncfs", None) is None or libc.syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+def open_kvstore(kvstore: dict[str, Any], *, ctx: Any = None) -> Any:
+    import tensorstore as ts
+
+    return ts.KvStore.open(kvstore, context=ctx if ctx is not None else context()).result()
+
+
+def read_key(kvstore: dict[str, Any], key: str, *, ctx: Any = None) -> bytes | None:
+    """The value of ``key`` in ``kvstore``, or None when it does not exist."""
+    result = open_kvstore(kvstore, ctx=ctx).read(key).result()
+    return bytes(result.value) if result.state == "value" else None
+
+
+def write_key(kvstore: dict[str, Any], key: str, value: bytes, *, ctx: Any = None) -> None:
+    """Write ``key`` (a single atomic put on every driver)."""
+    open_kvstore(kvstore, ctx=ctx).write(key, value).result()
+
+
+def delete_prefix(kvstore: dict[str, Any], prefix: str, *, ctx: Any = None) -> None:
+    """Delete every key under ``prefix`` (a directory, with trailing slash)."""
+    import tensorstore as ts
+
+    prefix = prefix.rstrip("/") + "/"
+    kv = open_kvstore(kvstore, ctx=ctx)
+    kv.delete_range(ts.KvStore.KeyRange(inclusive_min=prefix, exclusive_max=prefix[:-1] + "0")).result()

@@ -1,0 +1,164 @@
+"""Write the arrays of a reshard plan: chunks first (unpublished), then the array's ``zarr.json``.
+
+:class:`ArrayWriter` streams one store array from a memory-mapped source shard
+(:func:`grokweights.checkpoint.shards.read_shard`), one row of chunks at a time: at most two rows are in
+flight, and the pages of a finished row are dropped from the process's mapping, so peak memory is
+bounded by the plan's row size, not by the tensor. Rows are hashed on a second thread while tensorstore
+writes them. Once every chunk of an array is durable its ``zarr.json`` is written (on a background
+thread, while the next array is being written), carrying the sha256 of its logical data, its plan entry
+and the source's identity: an array is complete exactly when it has a ``zarr.json`` whose record matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import os
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from ..checkpoint.dtypes import numpy_dtype
+from ..checkpoint.quant import dequantize_region, expand_scales
+from ..checkpoint.shards import drop_pages, read_shard
+from ..sharding.plan import ArrayPlan
+from . import kv as tskv
+from .specs import zarr3_spec
+
+__all__ = ["ArrayWriter", "completed", "source_identity"]
+
+logger = logging.getLogger(__name__)
+
+RowOf = Callable[[int, int, int], tuple[np.ndarray, "np.ndarray | None"]]
+
+
+def source_identity(file: str, ckpt: str, sha256: str | None) -> dict[str, Any]:
+    """What an array records of the shard it came from: file name, size and (when known) sha256."""
+    return {"file": file, "size": os.path.getsize(os.path.join(ckpt, file)), "sha256": sha256}
+
+
+def _row_provider(array: ArrayPlan, source: Any) -> RowOf:
+    """``row(r0, r1, slot) -> (data, source view)``: rows ``r0:r1`` of the stored array, and the memory-mapped
+    source rows they were made from (whose pages are dropped once written), for one store array."""
+    if array.role == "scales":
+        data = expand_scales(np.asarray(source.scales), array.shape[-2])
+        return lambda r0, r1, slot: (data[r0:r1], None)
+    if array.source_kind == "quantized" and array.role == "array":
+        weight, scales = source.weight, source.scales
+        dtype = numpy_dtype(array.dtype)
+        buffers: dict[int, np.ndarray] = {}
+
+        def dequantized(r0: int, r1: int, slot: int) -> tuple[np.ndarray, np.ndarray]:
+            shape = (r1 - r0, *array.shape[1:])
+            buf = buffers.get(slot)
+            if buf is None or buf.shape[0] < shape[0]:
+                buf = buffers[slot] = np.empty(shape, dtype)
+            return dequantize_region(weight, scales, (slice(r0, r1),), dtype, out=buf), weight[r0:r1]
+
+        return dequantized
+    data = source.weight if array.role == "weight" else source
+    return lambda r0, r1, slot: (data[r0:r1], data[r0:r1])
+
+
+def completed(array: ArrayPlan, kv: dict[str, Any], ctx: Any, source: dict[str, Any]) -> str | None:
+    """The recorded sha256 when ``array`` is already complete and matches the plan; None otherwise."""
+    raw = tskv.read_key(kv, f"{array.store_path}/zarr.json", ctx=ctx)
+    if raw is None:
+        return None
+    try:
+        record = json.loads(raw)["attributes"]["grokweights"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if record.get("plan") == array.to_dict() and record.get("source") == source and record.get("sha256"):
+        return record["sha256"]
+    logger.info("%s: existing array does not match the plan; rewriting it", array.store_path)
+    return None
+
+
+class ArrayWriter:
+    """Writes plan arrays into the store at ``kv``; a context manager (leaving it waits for every publish).
+
+    Args:
+        kv: the store's kvstore spec.
+        ctx: the tensorstore context to write with.
+        sync: make each array's chunks durable (``syncfs`` of a local store) before publishing it.
+        progress: called with byte counts as rows are written.
+    """
+
+    def __init__(self, kv: dict[str, Any], ctx: Any, *, sync: bool = True,
+                 progress: Callable[[int], None] | None = None) -> None:
+        self.kv, self.ctx, self.sync = kv, ctx, sync
+        self.progress = progress or (lambda n: None)
+        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="sha256")
+        self._publisher = ThreadPoolExecutor(1, thread_name_prefix="publish")
+        self._published: list[Future] = []
+
+    def __enter__(self) -> ArrayWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            if exc[0] is None:
+                self.wait()
+        finally:
+            self._hasher.shutdown(wait=True)
+            self._publisher.shutdown(wait=True)
+
+    def wait(self) -> None:
+        """Wait until every array written so far is published (raises the first publish error)."""
+        published, self._published = self._published, []
+        for future in published:
+            future.result()
+
+    def write(self, array: ArrayPlan, ckpt: str, source: dict[str, Any]) -> str:
+        """Write ``array`` from its shard in ``ckpt`` and queue its publication; returns its sha256."""
+        tskv.delete_prefix(self.kv, array.store_path, ctx=self.ctx)
+        spec = zarr3_spec(self.kv, array.store_path, shape=array.shape, dtype=array.dtype,
+                          chunk_shape=array.chunk_shape, codec=array.codec)
+        shard = read_shard(os.path.join(ckpt, array.source_file))
+        digest = self._write_chunks(array, shard, spec)
+        record = {"plan": array.to_dict(), "source": source, "sha256": digest}
+        self._published.append(self._publisher.submit(self._publish, array, record))
+        logger.debug("wrote %s (%d bytes)", array.store_path, array.nbytes)
+        return digest
+
+    def _publish(self, array: ArrayPlan, record: dict[str, Any]) -> None:
+        if self.sync:
+            tskv.make_durable(self.kv)
+        spec = zarr3_spec(self.kv, array.store_path, shape=array.shape, dtype=array.dtype,
+                          chunk_shape=array.chunk_shape, codec=array.codec, attributes={"grokweights": record})
+        tskv.open_array(spec, mode="publish", ctx=self.ctx)
+
+    def _write_chunks(self, array: ArrayPlan, source: Any, spec: dict[str, Any]) -> str:
+        """Write every chunk of ``array`` (unpublished); returns the sha256 of its logical data."""
+        store = tskv.open_array(spec, mode="unpublished", ctx=self.ctx)
+        row_of = _row_provider(array, source)
+        shape, chunk = array.shape, array.chunk_shape
+        digest = hashlib.sha256()
+        pending: list[tuple[list[Any], np.ndarray, np.ndarray | None]] = []
+
+        def finish(entry: tuple[list[Any], np.ndarray, np.ndarray | None]) -> None:
+            futures, data, consumed = entry
+            for f in futures:
+                f.result()
+            drop_pages(consumed)
+            self.progress(data.nbytes)
+
+        for slot, r0 in enumerate(range(0, shape[0], chunk[0])):
+            r1 = min(shape[0], r0 + chunk[0])
+            if len(pending) == 2:
+                finish(pending.pop(0))  # also frees the dequantisation buffer of this slot
+            data, consumed = row_of(r0, r1, slot % 2)
+            flat = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+            futures: list[Any] = [self._hasher.submit(digest.update, flat)]
+            for starts in itertools.product(*(range(0, n, c) for n, c in zip(shape[1:], chunk[1:], strict=True))):
+                local = (slice(0, r1 - r0),) + tuple(slice(s, s + c) for s, c in zip(starts, chunk[1:], strict=True))
+                futures.append(store[(slice(r0, r1),) + local[1:]].write(data[local]))
+            pending.append((futures, data, consumed))
+        for entry in pending:
+            finish(entry)
+        return digest.hexdigest()

@@ -1,0 +1,382 @@
+"""``fetch``: a checkpoint over BitTorrent, selective, resumable, checked for space and verified.
+
+Steps: resolve SOURCE (manifest name, magnet, ``.torrent``) -> add the torrent with every file at
+priority 0 -> metadata (from the saved ``.torrent`` or from peers) -> refuse unsafe file names -> select
+files -> preflight free space -> download (resume data saved periodically and on interruption) -> flush
+-> verify (sizes always, sha256 where the manifest has them) -> optionally keep seeding. See
+:mod:`grokweights.torrent.meta` for the files kept beside the data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ..constants import LOCAL_MANIFEST_NAME
+from ..errors import UsageError
+from .loop import TorrentRun
+from .meta import Source, check_info_dict, resolve_source, torrent_bytes, write_torrent
+from .select import (
+    TorrentFile,
+    check_sizes,
+    checkpoint_root,
+    file_table,
+    preflight,
+    require_manifest_for_layers,
+    select_files,
+)
+from .session import SessionOptions, add_flags, make_session, parse_endpoint
+from .state import DownloadState
+
+__all__ = ["fetch", "FetchOptions", "FetchReport", "FetchVerification"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    """How to fetch: what to select, whom to talk to, limits, and what to do afterwards.
+
+    Attributes:
+        include: globs selecting files (torrent path, path below the top folder, file name or shard path).
+        layers: decoder layers to fetch (``"0-7"``), plus the shared embedding and final norm; needs a manifest.
+        manifest: manifest (object, name or path) to verify against when the source is not one.
+        peers: ``HOST:PORT`` peers to connect to directly.
+        web_seeds: HTTP mirrors (BEP 19) fetched from alongside peers.
+        listen: ``HOST:PORT`` to listen on (port 0: any free port).
+        discovery: DHT, local peer discovery, UPnP and NAT-PMP (off: only given peers, trackers, web seeds).
+        max_download_rate: bytes per second (None: unlimited).
+        max_upload_rate: bytes per second (None: unlimited).
+        max_connections: peer connection cap.
+        dry_run: report what would be fetched (needs the metadata) and stop.
+        seed: keep seeding after completion until ``seed_ratio``/``seed_time`` or an interrupt.
+        seed_ratio: stop seeding once uploaded / selected bytes reaches this (implies ``seed``).
+        seed_time: stop seeding after this many seconds (implies ``seed``).
+        stall_timeout: give up after this many seconds without progress (None: wait forever).
+        resume_interval: seconds between resume-data saves.
+        verify: verify the selected files after the download.
+        free_space: ``free_space(dest) -> bytes`` for the preflight (default: the file system's figure, or
+            ``GROKWEIGHTS_FREE_SPACE_BYTES``).
+        progress: a progress sink (e.g. from :func:`grokweights._progress.bar`), in bytes.
+        on_event: called with one dict per event (state changes, per-file completion, hash failures, ...).
+    """
+
+    include: Iterable[str] | None = None
+    layers: str | None = None
+    manifest: Any = None
+    peers: Iterable[str | tuple[str, int]] = ()
+    web_seeds: Iterable[str] = ()
+    listen: str = "0.0.0.0:6881"
+    discovery: bool = True
+    max_download_rate: int | None = None
+    max_upload_rate: int | None = None
+    max_connections: int | None = None
+    dry_run: bool = False
+    seed: bool = False
+    seed_ratio: float | None = None
+    seed_time: float | None = None
+    stall_timeout: float | None = None
+    resume_interval: float = 30.0
+    verify: bool = True
+    free_space: Callable[[Path], int] | None = None
+    progress: Any = None
+    on_event: Callable[[dict[str, Any]], None] | None = None
+
+    @property
+    def seeding(self) -> bool:
+        """Whether to keep seeding after the download."""
+        return self.seed or self.seed_ratio is not None or self.seed_time is not None
+
+    def session(self) -> SessionOptions:
+        return SessionOptions(listen=self.listen, discovery=self.discovery, max_download_rate=self.max_download_rate,
+                              max_upload_rate=self.max_upload_rate, max_connections=self.max_connections)
+
+
+@dataclass(frozen=True)
+class FetchVerification:
+    """What was checked after a fetch: sizes of every selected file, then the manifest's checks of the shards.
+
+    Attributes:
+        checked: selected files whose size was checked.
+        problems: files missing or of the wrong size (``path``, ``status``, ``expected``, ``actual``).
+        report: the manifest verification of the shards (None without a manifest or without shards).
+    """
+
+    checked: int
+    problems: tuple[dict[str, Any], ...] = ()
+    report: Any = None  # grokweights.checkpoint.verify.VerifyReport
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and (self.report is None or self.report.ok)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"checked": self.checked, "problems": list(self.problems), "ok": self.ok}
+        if self.report is not None:
+            out["manifest"] = self.report.to_dict()
+            out["sha256_checked"] = sum(1 for r in self.report.results if r.status == "ok")
+        return out
+
+
+@dataclass(frozen=True)
+class FetchReport:
+    """What a fetch did. ``ok`` is True only when every selected file passed verification."""
+
+    source: str
+    name: str
+    infohash: str
+    dest: str
+    torrent: str
+    checkpoint: str | None
+    manifest: str | None
+    files: tuple[dict[str, Any], ...]
+    total_files: int
+    selected_bytes: int
+    needed_bytes: int
+    free_bytes: int
+    resumed_bytes: int = 0
+    downloaded_bytes: int = 0
+    uploaded_bytes: int = 0
+    hash_failures: int = 0
+    seconds: float = 0.0
+    dry_run: bool = False
+    verification: FetchVerification | None = None
+    ok: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(replace(self, verification=None))
+        out["verification"] = self.verification.to_dict() if self.verification is not None else None
+        return out
+
+
+@dataclass
+class _Job:
+    source: Source
+    dest: Path
+    state: DownloadState
+    options: FetchOptions
+    atp: Any  # the add_torrent_params the source parses to (parsed once)
+    peers: tuple[tuple[str, int], ...]
+    files: list[TorrentFile] = field(default_factory=list)
+    selected: list[TorrentFile] = field(default_factory=list)
+
+
+def _source_params(src: Source) -> tuple[Any, str]:
+    """The source parsed once: its add_torrent_params and v1 infohash."""
+    import libtorrent as lt
+
+    if src.kind == "torrent":
+        atp = lt.load_torrent_file(str(src.torrent_path))
+        check_info_dict(atp.ti.info_section(), where=str(src.torrent_path))
+        hashes = atp.ti.info_hashes()
+    else:
+        atp = lt.parse_magnet_uri(src.magnet)
+        hashes = atp.info_hashes
+    if not hashes.has_v1():
+        raise UsageError(f"{src.text}: only BitTorrent v1 (or hybrid) torrents are supported", actual=src.text)
+    return atp, str(hashes.v1)
+
+
+def _add_params(job: _Job) -> tuple[Any, bool]:
+    """The add_torrent_params: source, saved metadata and (trusted) resume data; and whether it was trusted."""
+    import libtorrent as lt
+
+    atp = job.atp
+    resume, trusted = job.state.load_resume()
+    if atp.ti is None and job.state.torrent_path.is_file():
+        atp.ti = lt.torrent_info(str(job.state.torrent_path))
+    if atp.ti is None and resume is not None and resume.ti is not None:
+        atp.ti = resume.ti
+    if trusted and resume is not None:
+        resume.ti = resume.ti or atp.ti
+        resume.trackers = list(dict.fromkeys([*resume.trackers, *atp.trackers]))
+        resume.url_seeds = list(dict.fromkeys([*resume.url_seeds, *atp.url_seeds]))
+        resume.peers = list(atp.peers)
+        atp = resume
+    atp.save_path = str(job.dest)
+    atp.url_seeds = list(dict.fromkeys([*atp.url_seeds, *job.options.web_seeds]))
+    atp.peers = list(dict.fromkeys([*atp.peers, *job.peers]))
+    atp.flags = add_flags(atp.flags, discovery=job.options.discovery, extra=lt.torrent_flags.default_dont_download)
+    return atp, trusted
+
+
+def _on_metadata(job: _Job, ti: Any, atp_trackers: list[str]) -> None:
+    """Check the names, save the ``.torrent`` and read the file table, before anything is written."""
+    check_info_dict(ti.info_section(), where=f"torrent {job.state.infohash}")
+    if not job.state.torrent_path.is_file():
+        write_torrent(job.state.torrent_path, torrent_bytes(ti.info_section(), trackers=atp_trackers,
+                                                            web_seeds=job.options.web_seeds))
+    job.files = file_table(ti)
+
+
+def _write_local_manifest(job: _Job, manifest: Any) -> Path | None:
+    """Record the manifest beside ``ckpt-0`` so ``verify``/``reshard`` find it (unless the torrent has one)."""
+    root = checkpoint_root(job.files)
+    if manifest is None or root is None:
+        return None
+    path = job.dest / root / LOCAL_MANIFEST_NAME
+    if any(f.path == (f"{root}/" if root else "") + LOCAL_MANIFEST_NAME for f in job.files):
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    manifest.save(path)
+    return path
+
+
+def _verify(job: _Job, manifest: Any) -> FetchVerification:
+    """Sizes of every selected file, then the manifest's checks (sha256 where known) for the shards."""
+    problems = tuple(check_sizes(job.dest, job.selected))
+    root = checkpoint_root(job.files)
+    shards = [f.shard for f in job.selected if f.shard]
+    local = job.dest / (root or "") / LOCAL_MANIFEST_NAME
+    if manifest is None and root is not None and local.is_file():
+        from ..checkpoint.manifest import load_manifest
+
+        manifest = load_manifest(local)
+    report = None
+    if manifest is not None and shards:
+        from ..checkpoint.verify import verify
+
+        report = verify(job.dest / root, manifest, only=shards)
+    return FetchVerification(checked=len(job.selected), problems=problems, report=report)
+
+
+def fetch(source: str | os.PathLike[str] = "grok-1", dest: str | os.PathLike[str] = ".",
+          options: FetchOptions | None = None, **overrides: Any) -> FetchReport:
+    """Fetch a checkpoint by BitTorrent into ``dest``; resumable, selective, verified.
+
+    Args:
+        source: a shipped manifest name (``grok-1``) or manifest file, a ``magnet:`` URI, or a ``.torrent``.
+        dest: the destination folder; the torrent's top folder is created inside it.
+        options: a :class:`FetchOptions`; any of its fields may also be given as keywords
+            (``fetch(src, dest, include=[...], peers=[...])``), overriding ``options``.
+
+    Returns:
+        A :class:`FetchReport`; ``ok`` tells whether every selected file verified.
+
+    Raises:
+        TorrentError: unsafe file names, a torrent/file error, or a stall.
+        InsufficientSpaceError: the selection does not fit at ``dest``.
+        UsageError: bad options.
+    """
+    options = _options(options, overrides)
+    dest = Path(dest).resolve()
+    dest.mkdir(parents=True, exist_ok=True)
+    src = resolve_source(source, manifest=options.manifest)
+    require_manifest_for_layers(options.layers, src.manifest)
+    endpoints = tuple(p if isinstance(p, tuple) else parse_endpoint(p) for p in options.peers)
+    atp, infohash = _source_params(src)
+    job = _Job(src, dest, DownloadState(dest, infohash), options, atp, endpoints)
+    job.state.acquire()
+    try:
+        return _run(job)
+    finally:
+        job.state.release()
+
+
+def _options(options: FetchOptions | None, overrides: dict[str, Any]) -> FetchOptions:
+    known = {f.name for f in dataclasses.fields(FetchOptions)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise UsageError(f"fetch() got unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}",
+                         expected=sorted(known), actual=unknown)
+    return replace(options or FetchOptions(), **overrides)
+
+
+def _run(job: _Job) -> FetchReport:
+    options = job.options
+    atp, trusted = _add_params(job)
+    trackers = list(atp.trackers)
+    if atp.ti is not None:
+        _on_metadata(job, atp.ti, trackers)  # refuse unsafe names before the torrent is even added
+    session = make_session(options.session())
+    handle = session.add_torrent(atp)
+    run = TorrentRun(session, handle, state=job.state, on_event=options.on_event, progress=options.progress,
+                     peers=tuple(dict.fromkeys([*job.peers, *atp.peers])),
+                     stall_timeout=options.stall_timeout, resume_interval=options.resume_interval)
+    run.selecting = True
+    run.emit("start", source=job.source.text, infohash=job.state.infohash, dest=str(job.dest),
+             trusted_resume=trusted)
+    for peer in run.peers:
+        handle.connect_peer(peer)
+    started = time.monotonic()
+    try:
+        report = _download(job, run, trackers)
+        if options.seeding and report.ok and not options.dry_run:
+            run.serve(total=report.selected_bytes, ratio=options.seed_ratio, seconds=options.seed_time)
+        uploaded = handle.status().total_payload_upload
+    except BaseException:
+        if run.save_resume(clean=True, timeout=15.0):
+            logger.info("resume data saved to %s", job.state.resume_path)
+        raise
+    finally:
+        session.remove_torrent(handle)
+    return replace(report, seconds=round(time.monotonic() - started, 3), uploaded_bytes=uploaded,
+                   extra=dict(report.extra, trusted_resume=trusted))
+
+
+def _apply_selection(run: TorrentRun, job: _Job) -> None:
+    """Set file priorities (selected: normal, others: skip) and wait until libtorrent has them."""
+    priorities = [0] * run.handle.torrent_file().num_files()
+    for f in job.selected:
+        priorities[f.index] = 4
+    run.handle.prioritize_files(priorities)
+    deadline = time.monotonic() + 10.0
+    while list(run.handle.get_file_priorities()) != priorities and time.monotonic() < deadline:
+        run.pump(0.05)
+
+
+def _select(job: _Job, run: TorrentRun, trackers: list[str]) -> FetchReport:
+    """Wait for the metadata, select files, check free space: the report of what will be fetched."""
+    run.wait(lambda st: st.has_metadata)
+    if not job.files:
+        _on_metadata(job, run.handle.torrent_file(), trackers)
+    names = {f.index: f.path for f in job.files}
+    run.file_names = lambda i: names.get(i, str(i))
+    options = job.options
+    job.selected = select_files(job.files, include=options.include, layers=options.layers,
+                                manifest=job.source.manifest)
+    needed, free = preflight(job.dest, job.selected, free=options.free_space)
+    selected_bytes = sum(f.size for f in job.selected)
+    root = checkpoint_root(job.files)
+    run.emit("selected", files=len(job.selected), total_files=len(job.files), bytes=selected_bytes,
+             needed=needed, free=free, torrent=str(job.state.torrent_path))
+    return FetchReport(
+        source=job.source.text, name=run.handle.torrent_file().name(), infohash=job.state.infohash,
+        dest=str(job.dest), torrent=str(job.state.torrent_path),
+        checkpoint=str(job.dest / root) if root is not None else None,
+        manifest=None, files=tuple(f.to_dict() for f in job.selected), total_files=len(job.files),
+        selected_bytes=selected_bytes, needed_bytes=needed, free_bytes=free, dry_run=options.dry_run,
+        ok=options.dry_run)
+
+
+def _download(job: _Job, run: TorrentRun, trackers: list[str]) -> FetchReport:
+    report = _select(job, run, trackers)
+    if job.options.dry_run:
+        return report
+    manifest = job.source.manifest
+    manifest_path = _write_local_manifest(job, manifest)
+    _apply_selection(run, job)
+    run.selecting = False
+    for peer in run.peers:  # peers that left while nothing was wanted
+        run.handle.connect_peer(peer)
+    if run.progress is not None and hasattr(run.progress, "reset"):
+        run.progress.reset(total=report.selected_bytes)
+    status = run.wait(lambda st: run.phase == "finished" and st.is_finished)
+    run.save_resume(clean=True)  # flushes every written block to the files before they are verified
+    fetched = status.total_payload_download - status.total_failed_bytes - status.total_redundant_bytes
+    verification = _verify(job, manifest) if job.options.verify else None
+    ok = verification.ok if verification is not None else True
+    run.emit("verified", ok=ok, verification=verification.to_dict() if verification is not None else None)
+    return replace(report, manifest=str(manifest_path) if manifest_path else None,
+                   resumed_bytes=max(0, report.selected_bytes - fetched),
+                   downloaded_bytes=status.total_payload_download, hash_failures=len(run.hash_failures),
+                   verification=verification, ok=ok,
+                   extra={"failed_pieces": sorted(set(run.hash_failures)),
+                          "piece_size": run.handle.torrent_file().piece_length()})

@@ -1,0 +1,206 @@
+"""Torrent metadata: resolving a source, refusing unsafe file names, saving ``.torrent`` files, magnet links.
+
+A fetch stores its bookkeeping beside the data::
+
+    DEST/
+        <infohash>.torrent          the metadata (saved as soon as it is known; later runs and ``seed`` use it)
+        .grokweights/
+            <infohash>.resume       libtorrent resume data (saved periodically and on interruption)
+            <infohash>.clean        present only after a clean stop: the resume data can be trusted
+            <infohash>.lock         held (flock) while a fetch runs in DEST
+        <torrent name>/             the torrent's top folder
+            ckpt-0/tensor00000_000 ...
+            grokweights-manifest.json   written when fetching from a manifest
+
+The file names inside a torrent come from strangers: :func:`check_info_dict` reads the raw info dict and
+refuses absolute paths, ``..``, empty or separator-bearing components and symbolic links before anything is
+written (libtorrent would silently rewrite some of them).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._atomic import write_atomic
+from ..errors import TorrentError, UsageError
+
+__all__ = ["Source", "resolve_source", "check_info_dict", "torrent_bytes", "write_torrent", "magnet_link",
+           "TORRENT_STATE_DIR"]
+
+logger = logging.getLogger(__name__)
+
+#: hidden folder inside ``--dest`` holding resume data and the lock.
+TORRENT_STATE_DIR = ".grokweights"
+
+_HEX40 = re.compile(r"[0-9a-fA-F]{40}")
+
+
+@dataclass(frozen=True)
+class Source:
+    """What ``fetch`` was asked for, resolved.
+
+    Attributes:
+        text: the SOURCE as given.
+        kind: ``"manifest"``, ``"magnet"`` or ``"torrent"``.
+        magnet: the magnet URI (for magnet and manifest sources).
+        torrent_path: the ``.torrent`` file (torrent sources).
+        manifest: the manifest object when the source is a manifest (or one was given to verify against).
+    """
+
+    text: str
+    kind: str
+    magnet: str | None = None
+    torrent_path: Path | None = None
+    manifest: Any = None
+
+
+def resolve_source(source: str | os.PathLike[str], *, manifest: Any = None) -> Source:
+    """Resolve a SOURCE: a shipped manifest name or manifest file, a magnet URI, or a ``.torrent`` file.
+
+    Args:
+        source: ``"grok-1"`` (a shipped manifest), a path to a manifest ``.json``, a ``magnet:`` URI, or a
+            path to a ``.torrent`` file.
+        manifest: a manifest (object, name or path) to verify the download against when ``source`` is not
+            itself a manifest.
+    """
+    text = os.fspath(source)
+    if manifest is not None and not hasattr(manifest, "shards"):
+        manifest = _load_manifest(manifest)
+    if text.startswith("magnet:"):
+        return Source(text, "magnet", magnet=text, manifest=manifest)
+    path = Path(text)
+    if text.endswith(".torrent"):
+        if not path.is_file():
+            raise UsageError(f"torrent file {text} does not exist", path=text)
+        return Source(text, "torrent", torrent_path=path, manifest=manifest)
+    loaded = _load_manifest(text)
+    magnet = _manifest_magnet(loaded, text)
+    return Source(text, "manifest", magnet=magnet, manifest=manifest if manifest is not None else loaded)
+
+
+def _load_manifest(name_or_path: Any) -> Any:
+    from ..checkpoint.manifest import load_manifest
+
+    return load_manifest(name_or_path)
+
+
+def _manifest_magnet(manifest: Any, text: str) -> str:
+    sources = getattr(manifest, "sources", None)
+    magnet = getattr(sources, "magnet", None)
+    if magnet:
+        return magnet
+    infohash = getattr(sources, "infohash_v1", None)
+    if infohash and _HEX40.fullmatch(infohash):
+        return f"magnet:?xt=urn:btih:{infohash.lower()}"
+    raise UsageError(f"manifest {text} names no magnet link or infohash to fetch from; pass a magnet URI "
+                     "or a .torrent file as SOURCE", path=text, expected="sources.magnet", actual=None)
+
+
+def _bad_component(part: bytes) -> str | None:
+    if part in (b"", b".", b".."):
+        return f"component {part.decode(errors='replace')!r}"
+    if b"/" in part or b"\\" in part or b"\x00" in part:
+        return f"component {part.decode(errors='replace')!r} holds a path separator"
+    if re.fullmatch(rb"[A-Za-z]:.*", part):
+        return f"component {part.decode(errors='replace')!r} is a drive letter"
+    return None
+
+
+def check_info_dict(info_section: bytes, *, where: str = "torrent") -> None:
+    """Refuse a torrent whose files would land outside the destination folder.
+
+    Checks the raw bencoded info dict (``torrent_info.info_section()``): the name and every path
+    component must be a plain file name (no ``..``, no separators, not empty, no drive letter) and no file
+    may be a symbolic link.
+
+    Raises:
+        TorrentError: naming the offending path.
+    """
+    import libtorrent as lt
+
+    info = lt.bdecode(info_section)
+    if not isinstance(info, dict) or b"name" not in info:
+        raise TorrentError(f"{where}: metadata has no info dict with a name", path=where)
+    name = info[b"name"]
+    files = info.get(b"files")
+    entries = [(name, [], info.get(b"attr", b""), info.get(b"symlink path"))] if files is None else [
+        (name, f.get(b"path.utf-8", f.get(b"path", [])), f.get(b"attr", b""), f.get(b"symlink path")) for f in files]
+    for top, parts, attr, symlink in entries:
+        shown = "/".join(p.decode(errors="replace") for p in [top, *parts])
+        for part in [top, *parts]:
+            problem = _bad_component(part)
+            if problem:
+                raise TorrentError(
+                    f"{where}: refusing file {shown!r}: its {problem} would escape the destination folder; "
+                    "nothing was written", path=shown, expected="relative path of plain names", actual=shown)
+        if b"l" in attr or symlink is not None:
+            raise TorrentError(f"{where}: refusing file {shown!r}: it is a symbolic link; nothing was written",
+                               path=shown, expected="regular file", actual="symlink")
+
+
+def _bencode(value: Any, out: list[bytes]) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, str, bytes, list, tuple, dict)):
+        raise TypeError(f"cannot bencode {type(value).__name__}")
+    if isinstance(value, int):
+        out.append(b"i%de" % value)
+    elif isinstance(value, (str, bytes)):
+        raw = value.encode() if isinstance(value, str) else value
+        out.append(b"%d:%s" % (len(raw), raw))
+    elif isinstance(value, (list, tuple)):
+        out.append(b"l")
+        for item in value:
+            _bencode(item, out)
+        out.append(b"e")
+    else:
+        out.append(b"d")
+        for key, item in sorted((k.encode() if isinstance(k, str) else k, v) for k, v in value.items()):
+            _bencode(key, out)
+            _bencode(item, out)
+        out.append(b"e")
+
+
+def torrent_bytes(info_section: bytes, *, trackers: Iterable[str] = (), web_seeds: Iterable[str] = (),
+                  comment: str | None = None) -> bytes:
+    """A ``.torrent`` file around the exact bytes of an info dict (so the infohash cannot change)."""
+    outer: dict[str, Any] = {}
+    trackers = list(dict.fromkeys(trackers))
+    if trackers:
+        outer["announce"] = trackers[0]
+        outer["announce-list"] = [[t] for t in trackers]
+    if comment:
+        outer["comment"] = comment
+    web_seeds = list(dict.fromkeys(web_seeds))
+    if web_seeds:
+        outer["url-list"] = web_seeds
+    before = {k: v for k, v in outer.items() if k < "info"}
+    after = {k: v for k, v in outer.items() if k > "info"}
+    out: list[bytes] = []
+    _bencode(before, out)
+    head = b"".join(out)[:-1]  # drop the closing "e"
+    out = []
+    _bencode(after, out)
+    tail = b"".join(out)[1:]  # drop the opening "d"
+    return head + b"4:info" + info_section + tail
+
+
+def write_torrent(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary name, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_atomic(path, data)
+
+
+def magnet_link(ti: Any, *, peer: tuple[str, int] | None = None) -> str:
+    """The magnet link of a torrent, with ``x.pe`` naming a peer to connect to when given (BEP 9)."""
+    import libtorrent as lt
+
+    uri = lt.make_magnet_uri(ti)
+    if peer is not None:
+        host, port = peer
+        uri += f"&x.pe={'[' + host + ']' if ':' in host else host}:{port}"
+    return uri
