@@ -79,7 +79,7 @@ def _pad(f, align: int) -> None:
     f.write(b"\0" * (-f.tell() % align))
 
 
-def write_gguf(path: Path, tensors: list[OutTensor], blocks: Callable[[OutTensor], Iterator[np.ndarray]], *,
+def write_gguf(path: Path, tensors: list[OutTensor], blocks: Callable[[OutTensor], Iterator[Callable]], *,
                config: ModelConfig, layers: int, dtype: str, vocab: Vocab, max_bytes: int,
                on_tensor: Callable[[OutTensor], None] | None = None) -> list[Path]:
     """Write the GGUF file(s) for ``tensors`` at ``path`` (split beyond ``max_bytes``); returns the files."""

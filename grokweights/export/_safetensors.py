@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GrokWeightsError
-from ._encode import encode
+from ._encode import encode, run_ordered
 from ._plan import OutTensor
 
 __all__ = ["group_by_size", "write_safetensors", "INDEX_NAME", "file_names"]
@@ -54,11 +54,10 @@ def _header(tensors: list[OutTensor]) -> bytes:
     return struct.pack("<Q", len(text)) + text
 
 
-def write_tensor(f, tensor: OutTensor, blocks: Iterable[np.ndarray], where: Path) -> int:
-    """Write one tensor's encoded blocks to ``f``; checks the byte count against the plan."""
+def write_tensor(f, tensor: OutTensor, tasks: Iterable[Callable[[], np.ndarray]], where: Path) -> int:
+    """Write one tensor to ``f``: its block tasks run on worker threads, written in order; checks the byte count."""
     written = 0
-    for block in blocks:
-        data = encode(block, tensor.dtype)
+    for data in run_ordered(tasks, lambda task: encode(task(), tensor.dtype)):
         f.write(data.reshape(-1).view(np.uint8))
         written += data.nbytes
     if written != tensor.nbytes:
@@ -67,7 +66,7 @@ def write_tensor(f, tensor: OutTensor, blocks: Iterable[np.ndarray], where: Path
     return written
 
 
-def write_safetensors(folder: Path, tensors: list[OutTensor], blocks: Callable[[OutTensor], Iterator[np.ndarray]],
+def write_safetensors(folder: Path, tensors: list[OutTensor], blocks: Callable[[OutTensor], Iterator[Callable]],
                       max_bytes: int, on_tensor: Callable[[OutTensor], None] | None = None) -> list[Path]:
     """Write ``tensors`` to ``folder`` as numbered safetensors files plus the index; returns the files."""
     groups = group_by_size(tensors, max_bytes)

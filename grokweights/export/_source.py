@@ -8,8 +8,9 @@ the process once it has been read, so the resident set stays near one expert mat
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from ._plan import OutTensor
 __all__ = ["CheckpointSource", "BLOCK_BYTES"]
 
 #: float32 bytes of one block handed to a writer.
-BLOCK_BYTES = 16 * 2**20
+BLOCK_BYTES = 8 * 2**20
 #: source rows per tile of the blocked transpose (a tile of the int8 source stays in the CPU cache).
 TILE = 256
 
@@ -67,17 +68,19 @@ class CheckpointSource:
                 expected=list(spec.shape), actual=list(shape))
         return value
 
-    def blocks(self, tensor: OutTensor) -> Iterator[np.ndarray]:
-        """The output tensor as float32 blocks of whole rows, in row-major order of its shape."""
+    def blocks(self, tensor: OutTensor) -> Iterator[Callable[[], np.ndarray]]:
+        """The output tensor as tasks, each computing one float32 block of whole rows, in row-major order.
+
+        Tasks are independent (each reads its own part of the memory map into its own buffers), so a
+        writer may run several at once and write their results in order.
+        """
         value = self.open(tensor.source)
         stacked = len(_shape_of(value)[0]) == 3
         if stacked and tensor.expert is None:  # all experts, stacked [E, out, in]
             for e in range(_shape_of(value)[0][0]):
-                yield from _matrix_blocks(value, e, tensor.transpose)
-        elif stacked:
-            yield from _matrix_blocks(value, tensor.expert, tensor.transpose)
+                yield from _matrix_tasks(value, e, tensor.transpose)
         else:
-            yield from _matrix_blocks(value, None, tensor.transpose)
+            yield from _matrix_tasks(value, tensor.expert if stacked else None, tensor.transpose)
 
 
 def _part(value: Any, expert: int | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -89,49 +92,45 @@ def _part(value: Any, expert: int | None) -> tuple[np.ndarray, np.ndarray | None
     return (value if expert is None else value[expert]), None
 
 
-def _read(weight: np.ndarray, scales: np.ndarray | None, rows: slice) -> np.ndarray:
+def _rows(weight: np.ndarray, scales: np.ndarray | None, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` as float32 (a copy); their pages are released from the process."""
     if scales is None:
-        return np.asarray(weight[rows], dtype=np.float32)
-    return dequantize_region(weight, scales, (rows, slice(None)), np.float32)
+        block = np.array(weight[start:stop], dtype=np.float32)
+    else:
+        block = dequantize_region(weight, scales, (slice(start, stop), slice(None)), np.float32)
+    drop_pages(weight[start:stop])
+    return block
 
 
-def _transposed(weight: np.ndarray, scales: np.ndarray | None, step: int) -> Iterator[np.ndarray]:
-    """Blocks of ``step`` rows of ``dequantise(weight).T``, transposed tile by tile (cache-sized tiles).
-
-    The yielded array is a reused buffer, valid until the next block is asked for.
-    """
-    rows, cols = weight.shape
-    blocks = scales.shape[0] if scales is not None else 1
-    raw = np.empty((min(step, cols), rows), weight.dtype)
-    out = np.empty((min(step, cols), rows), np.float32)
-    for start in range(0, cols, step):
-        n = min(cols, start + step) - start
-        t = raw[:n]
-        for r0 in range(0, rows, TILE):
-            np.copyto(t[:, r0:r0 + TILE], weight[r0:r0 + TILE, start:start + n].T)
-        if scales is None:
-            np.copyto(out[:n], t)
-        else:  # row r of the source (column of the output) uses scale row r // (rows / blocks)
-            s = scales[:, start:start + n].astype(np.float32).T[:, :, None]
-            np.multiply(t.reshape(n, blocks, -1), s, out=out[:n].reshape(n, blocks, -1))
-        yield out[:n]
+def _columns_transposed(weight: np.ndarray, scales: np.ndarray | None, start: int, stop: int) -> np.ndarray:
+    """``dequantise(weight)[:, start:stop].T`` as float32, transposed tile by tile (cache-sized tiles)."""
+    rows, n = weight.shape[0], stop - start
+    raw = np.empty((n, rows), weight.dtype)
+    for r0 in range(0, rows, TILE):
+        np.copyto(raw[:, r0:r0 + TILE], weight[r0:r0 + TILE, start:stop].T)
+    out = np.empty((n, rows), np.float32)
+    if scales is None:
+        np.copyto(out, raw)
+    else:  # source row r (output column r) uses scale row r // (rows / blocks)
+        blocks = scales.shape[0]
+        s = scales[:, start:stop].astype(np.float32).T[:, :, None]
+        np.multiply(raw.reshape(n, blocks, -1), s, out=out.reshape(n, blocks, -1))
+    return out
 
 
-def _matrix_blocks(value: Any, expert: int | None, transpose: bool) -> Iterator[np.ndarray]:
-    """Float32 row blocks of one matrix (transposed if asked); its pages are released afterwards."""
+def _matrix_tasks(value: Any, expert: int | None, transpose: bool) -> Iterator[Callable[[], np.ndarray]]:
+    """Tasks for the row blocks of one matrix (transposed if asked); its pages are released afterwards."""
     weight, scales = _part(value, expert)
     try:
         if weight.ndim == 1:
-            yield np.asarray(weight, dtype=np.float32)
+            yield lambda: np.array(weight, dtype=np.float32)
             return
         rows, cols = weight.shape
-        out_cols = rows if transpose else cols
+        out_rows, out_cols = (cols, rows) if transpose else (rows, cols)
         step = max(1, BLOCK_BYTES // (4 * out_cols))
-        if transpose:
-            yield from _transposed(weight, scales, step)
-            return
-        for start in range(0, rows, step):
-            yield _read(weight, scales, slice(start, min(rows, start + step)))
+        read = _columns_transposed if transpose else _rows
+        for start in range(0, out_rows, step):
+            yield functools.partial(read, weight, scales, start, min(out_rows, start + step))
     finally:
         drop_pages(weight)
         if scales is not None:
