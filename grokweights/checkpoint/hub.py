@@ -11,6 +11,7 @@ The endpoint is huggingface_hub's own setting: ``HF_ENDPOINT`` in the environmen
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -54,7 +55,8 @@ def hub_api(endpoint: str | None = None, token: str | bool | None = None) -> Any
     except ImportError:
         raise UsageError("pinning from the hub needs huggingface_hub: pip install 'grokweights[hub]'",
                          expected="huggingface_hub installed", actual="not installed") from None
-    return HfApi(endpoint=endpoint, token=token)
+    # huggingface_hub reads HF_ENDPOINT once, at import; read it here so a later setting is honoured too
+    return HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT") or None, token=token)
 
 
 def _lfs_sha256(entry: Any) -> str | None:

@@ -9,7 +9,7 @@ A manifest is one JSON document (schema in ``docs/manifests.md``)::
       "config": { ModelConfig fields },
       "total_size": 318239886140,
       "shards": [ {"path": "ckpt-0/tensor00000_000", "size": 3221225637, "sha256": null,
-                   "tensor": { TensorSpec fields }}, ... ]
+                   "tensor": { TensorSpec fields }}, ... ]      # "sha256_source" optional, see ShardEntry
     }
 
 Shipped manifests live in ``manifests/`` and are found by name (``grok-1``); ``fetch`` and ``synth`` write
@@ -54,17 +54,24 @@ class Sources:
 
 @dataclass(frozen=True)
 class ShardEntry:
-    """One shard: path relative to the checkpoint folder, exact size, sha256 (None: not yet known)."""
+    """One shard: path relative to the checkpoint folder, exact size, sha256 (None: not yet known).
+
+    ``sha256_source`` is the provenance of the sha256, when recorded: ``torrent:<infohash>`` (hashed in the
+    read that proved the file against the torrent's piece hashes), ``hub:<repo>@<commit>`` (the model
+    hub's LFS metadata), several separated by spaces when they agree, or None (not recorded).
+    """
 
     path: str
     size: int
     sha256: str | None
     tensor: TensorSpec
+    sha256_source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         spec = self.tensor.to_dict()
         spec.pop("expected_file_size")
-        return {"path": self.path, "size": self.size, "sha256": self.sha256, "tensor": spec}
+        source = {"sha256_source": self.sha256_source} if self.sha256_source else {}
+        return {"path": self.path, "size": self.size, "sha256": self.sha256, **source, "tensor": spec}
 
 
 @dataclass(frozen=True)
@@ -151,6 +158,7 @@ def _parse_shard(item: Any, i: int, source: str) -> ShardEntry:
     sha = _get(item, "sha256", str, source, f"{where}.", optional=True)
     if sha is not None and not _SHA256_RE.fullmatch(sha):
         raise _fail(source, f"{where}.sha256", "64 lowercase hex digits or null", sha)
+    provenance = _get(item, "sha256_source", str, source, f"{where}.", optional=True)
     tensor = _get(item, "tensor", dict, source, f"{where}.")
     try:
         spec = TensorSpec.from_dict(tensor)
@@ -158,7 +166,7 @@ def _parse_shard(item: Any, i: int, source: str) -> ShardEntry:
         raise _fail(source, f"{where}.tensor.{exc.args[0]}", "a value", None) from None
     except (ConfigError, TypeError, ValueError) as exc:
         raise _fail(source, f"{where}.tensor", "a valid tensor spec", str(exc)) from None
-    return ShardEntry(path, size, sha, spec)
+    return ShardEntry(path, size, sha, spec, provenance if sha is not None else None)
 
 
 def _parse(data: Any, source: str) -> Manifest:
@@ -240,7 +248,22 @@ def save_manifest(manifest: Manifest, path: str | os.PathLike[str]) -> Path:
     return write_atomic(path, manifest.to_json())
 
 
-def with_hashes(manifest: Manifest, hashes: dict[str, str]) -> Manifest:
-    """A copy with the given sha256 values filled in, by shard path."""
-    shards = tuple(replace(s, sha256=hashes.get(s.path, s.sha256)) for s in manifest.shards)
-    return replace(manifest, shards=shards)
+def _merge_sources(*sources: str | None) -> str | None:
+    """Provenances joined by spaces, each once, in order."""
+    parts = [p for src in sources if src for p in src.split()]
+    return " ".join(dict.fromkeys(parts)) or None
+
+
+def with_hashes(manifest: Manifest, hashes: dict[str, str], *, source: str | None = None) -> Manifest:
+    """A copy with the given sha256 values filled in, by shard path, recording ``source`` as provenance.
+
+    A hash equal to the one already recorded keeps its provenance and adds ``source``; a new hash
+    replaces both.
+    """
+    def one(s: ShardEntry) -> ShardEntry:
+        if s.path not in hashes:
+            return s
+        kept = s.sha256_source if s.sha256 == hashes[s.path] else None
+        return replace(s, sha256=hashes[s.path], sha256_source=_merge_sources(kept, source))
+
+    return replace(manifest, shards=tuple(one(s) for s in manifest.shards))

@@ -1,12 +1,13 @@
-"""Make and complete manifests from local checkpoints: ``manifest create`` and ``manifest pin``."""
+"""Make and complete manifests: ``manifest create``, and ``manifest pin`` from a copy, the torrent or the hub."""
 
 from __future__ import annotations
 
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from ..constants import CKPT_DIRNAME
 from ..errors import ManifestError, VerificationError
@@ -17,7 +18,7 @@ from .layout import layout
 from .manifest import Manifest, ShardEntry, Sources, load_manifest, save_manifest, with_hashes
 from .paths import resolve_checkpoint_dir
 
-__all__ = ["create_manifest", "pin_manifest"]
+__all__ = ["create_manifest", "pin_manifest", "pin_from_torrent", "pin_from_hub", "PinReport"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,3 +96,91 @@ def pin_manifest(checkpoint_dir: str | os.PathLike[str], manifest_path: str | os
     target = Path(output) if output is not None else Path(manifest_path)
     save_manifest(replace(pinned, origin=str(target)), target)
     return replace(pinned, origin=str(target))
+
+
+@dataclass(frozen=True)
+class PinReport:
+    """What a pin from the torrent or the hub recorded, and what it could not.
+
+    Attributes:
+        manifest: the manifest as saved.
+        source: the provenance recorded beside each pinned hash (``torrent:<infohash>``, ``hub:<repo>@<commit>``).
+        pinned: shard path -> sha256 recorded (or confirmed) from ``source``.
+        failed: one line per shard that failed (not pinned): path, what, expected and found.
+        unverified: one line per shard that could not be proven (not pinned), with the reason.
+    """
+
+    manifest: Manifest
+    source: str
+    pinned: dict[str, str]
+    failed: list[str] = field(default_factory=list)
+    unverified: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "manifest": self.manifest.origin, "source": self.source,
+                "pinned": len(self.pinned), "failed": self.failed, "unverified": self.unverified}
+
+
+def _save_pins(manifest: Manifest, pins: dict[str, str], source: str, target: Path) -> Manifest:
+    pinned = replace(with_hashes(manifest, pins, source=source), origin=str(target))
+    save_manifest(pinned, target)
+    return pinned
+
+
+def pin_from_torrent(checkpoint_dir: str | os.PathLike[str], manifest_path: str | os.PathLike[str],
+                     torrent: str | os.PathLike[str], *, output: str | os.PathLike[str] | None = None,
+                     progress: Callable[[int], None] | None = None) -> PinReport:
+    """Pin the sha256 of every shard whose pieces all pass, hashed in the same read, from a local copy.
+
+    The torrent's infohash must be the manifest's ``sources.infohash_v1``. Each pinned hash is recorded
+    with ``sha256_source: "torrent:<infohash>"``. Shards that fail (pieces, or a recorded sha256 that
+    differs) or cannot be proven (a neighbour absent) are listed and not pinned. Writes ``output``
+    (default: the manifest, in place) with what was pinned.
+    """
+    from .verify import verify
+
+    manifest = load_manifest(manifest_path)
+    report = verify(checkpoint_dir, manifest, torrent=torrent, progress=progress)
+    source = f"torrent:{report.mode['infohash_v1']}"
+    pins = {r.path: r.sha256 for r in report.results
+            if r.status == "ok" and r.method and "pieces" in r.method and r.sha256}
+    failed = [f"{r.path}: {r.status}" + (f" (expected {r.expected}, found {r.actual})" if r.expected else "")
+              + (f": {r.detail}" if r.detail else "") for r in report.failures]
+    unverified = [f"{r.path}: {r.detail}" for r in report.results if r.status != "ok" and not r.failed]
+    unverified += [f"{r.path}: proven by sha256 only ({r.detail})" for r in report.results
+                   if r.status == "ok" and r.method == "sha256"]
+    target = Path(output) if output is not None else Path(manifest_path)
+    return PinReport(_save_pins(manifest, pins, source, target), source, pins, failed, unverified)
+
+
+def pin_from_hub(manifest_path: str | os.PathLike[str], repo: str, *, revision: str | None = None,
+                 output: str | os.PathLike[str] | None = None, endpoint: str | None = None,
+                 token: str | bool | None = None) -> PinReport:
+    """Pin each shard's sha256 from the model hub's LFS metadata (no data downloaded).
+
+    Recorded with ``sha256_source: "hub:<repo>@<commit>"``. A shard whose manifest already has a sha256
+    (e.g. pinned from the torrent) must agree with the hub: otherwise nothing is written.
+
+    Raises:
+        VerificationError: the hub and the manifest disagree on a shard's sha256 (names both).
+    """
+    from .hub import hub_pins
+
+    manifest = load_manifest(manifest_path)
+    pins = hub_pins([(s.path, s.size) for s in manifest.shards], repo, revision=revision, endpoint=endpoint,
+                    token=token)
+    for entry in manifest.shards:
+        theirs = pins.sha256.get(entry.path)
+        if entry.sha256 and theirs and theirs != entry.sha256:
+            raise VerificationError(
+                f"{entry.path}: the hub's sha256 {theirs} ({pins.source}) differs from the manifest's "
+                f"{entry.sha256} ({entry.sha256_source or 'source not recorded'}); two independent sources "
+                "must agree: nothing pinned", path=entry.path, expected=entry.sha256, actual=theirs)
+    target = Path(output) if output is not None else Path(manifest_path)
+    missing = [f"{p}: the hub lists no LFS sha256 for it" for p in pins.missing]
+    return PinReport(_save_pins(manifest, pins.sha256, pins.source, target), pins.source, pins.sha256,
+                     unverified=missing)

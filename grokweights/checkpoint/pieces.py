@@ -32,8 +32,9 @@ from .torrentfile import TorrentFile, TorrentMeta
 __all__ = ["FilePieces", "LocalCopy", "FileCheck", "Verdict", "CopyCheck", "PieceHasher", "file_pieces",
            "map_copy", "read_range", "check_copy", "decide"]
 
-#: bytes read per chunk (rounded to whole pieces): large reads keep Python out of the way.
-CHUNK_BYTES = 8 * 1024 * 1024
+#: bytes read per chunk (rounded up to whole pieces): large enough to keep Python out of the way, small enough
+#: that the second hash of a chunk (sha256 after SHA-1) still finds it in the CPU cache.
+CHUNK_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -98,24 +98,78 @@ def manifest_create(checkpoint: Path, output: Path, name: str | None, preset_nam
 
 
 @manifest.command("pin")
-@click.argument("checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--manifest", "manifest_file", required=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Manifest whose missing sha256 values to fill.")
+@click.argument("checkpoint", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--manifest", "manifest_ref", required=True,
+              help="Manifest (file, or shipped name with -o) whose missing sha256 values to fill.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the pinned manifest here (default: update the manifest in place).")
+@click.option("--from-torrent", "torrent", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Pin each shard whose v1 pieces pass against this .torrent (its infohash must be the "
+                   "manifest's), sha256 taken in the same read; provenance torrent:<infohash>.")
+@click.option("--from-hub", "hub_repo", metavar="REPO",
+              help="Pin from the model hub's LFS sha256 of REPO (e.g. xai-org/grok-1; needs the 'hub' extra; "
+                   "endpoint: HF_ENDPOINT); provenance hub:<repo>@<commit>. Needs no CHECKPOINT.")
+@click.option("--revision", help="Hub branch, tag or commit (default: main).")
 @click.option("--jobs", type=click.IntRange(min=1), help="Files hashed in parallel (default: CPUs).")
 @quiet_option
-def manifest_pin(checkpoint: Path, manifest_file: Path, output: Path | None, jobs: int | None, quiet: bool) -> None:
-    """Fill missing sha256 values from a copy you trust; never changes a recorded hash."""
+def manifest_pin(checkpoint: Path | None, manifest_ref: str, output: Path | None, torrent: Path | None,
+                 hub_repo: str | None, revision: str | None, jobs: int | None, quiet: bool) -> None:
+    """Fill missing sha256 values: from a copy you trust, from the release torrent's pieces, or from the hub.
+
+    A recorded hash is never changed: a source that disagrees is refused, naming both. With
+    --from-torrent, shards that fail are listed and not pinned (exit 1).
+    """
     from ..checkpoint.manifest import load_manifest
     from ..checkpoint.manifest_ops import pin_manifest
+    from ..errors import UsageError
+
+    before = load_manifest(manifest_ref)
+    if output is None and not Path(manifest_ref).is_file():
+        raise UsageError(f"manifest pin: {manifest_ref} is a shipped manifest; write the pinned copy with -o FILE")
+    target = output or Path(before.origin)
+    if checkpoint is None and (torrent is not None or hub_repo is None):
+        raise UsageError("manifest pin: give the CHECKPOINT folder (only --from-hub alone needs none)")
+    if torrent is None and hub_repo is None:
+        with _progress.bar(before.total_size, desc="sha256", quiet=quiet) as bar:
+            pinned = pin_manifest(checkpoint, before.origin, output=target, jobs=jobs, progress=bar.update)
+        click.echo(f"{pinned.origin}: {pinned.hashed - before.hashed} hash(es) added, "
+                   f"{pinned.hashed}/{len(pinned.shards)} shards pinned")
+        return
+    ok = True
+    if torrent is not None:
+        ok = _pin_torrent(checkpoint, before, torrent, target, quiet)
+    if hub_repo is not None:
+        ok = _pin_hub(target if torrent is not None else before.origin, hub_repo, revision, target) and ok
+    raise SystemExit(0 if ok else 1)
+
+
+def _pin_torrent(checkpoint: Path, before, torrent: Path, target: Path, quiet: bool) -> bool:
+    from ..checkpoint.manifest_ops import pin_from_torrent
+
+    with _progress.bar(before.total_size, desc="pieces+sha256", quiet=quiet) as bar:
+        result = pin_from_torrent(checkpoint, before.origin, torrent, output=target, progress=bar.update)
+    _report_pins(result, before)
+    return result.ok
+
+
+def _pin_hub(manifest_file, repo: str, revision: str | None, target: Path) -> bool:
+    from ..checkpoint.manifest import load_manifest
+    from ..checkpoint.manifest_ops import pin_from_hub
 
     before = load_manifest(manifest_file)
-    with _progress.bar(before.total_size, desc="sha256", quiet=quiet) as bar:
-        pinned = pin_manifest(checkpoint, manifest_file, output=output, jobs=jobs, progress=bar.update)
-    added = pinned.hashed - before.hashed
-    click.echo(f"{pinned.origin}: {added} hash(es) added, {pinned.hashed}/{len(pinned.shards)} shards pinned")
+    _report_pins(pin_from_hub(manifest_file, repo, revision=revision, output=target), before)
+    return True
+
+
+def _report_pins(result, before) -> None:
+    for line in result.failed:
+        click.echo(f"FAILED {line}", err=True)
+    for line in result.unverified:
+        click.echo(f"not pinned: {line}", err=True)
+    m = result.manifest
+    click.echo(f"{m.origin}: {len(result.pinned)} shard(s) pinned from {result.source} "
+               f"({m.hashed - before.hashed} new), {m.hashed}/{len(m.shards)} shards have a sha256"
+               + (f"; {len(result.failed)} FAILED" if result.failed else ""))
 
 
 @manifest.command("show")
@@ -143,14 +197,20 @@ def manifest_show(name_or_file: str, as_json: bool) -> None:
 @click.option("--manifest", "manifest_ref", help=f"Manifest file or shipped name (grok-1); default: "
               f"{LOCAL_MANIFEST_NAME} beside ckpt-0/.")
 @click.option("--jobs", type=click.IntRange(min=1), help="Files hashed in parallel (default: CPUs).")
-@click.option("--fast", is_flag=True, help="Existence and sizes only; no sha256.")
+@click.option("--torrent", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Also check every shard against this .torrent's v1 piece hashes (its infohash must be the "
+                   "manifest's). Default: the <infohash>.torrent kept beside the data, for shards without sha256.")
+@click.option("--fast", is_flag=True, help="Existence and sizes only; nothing hashed.")
 @click.option("--deep", is_flag=True, help="Also check each shard's header against its tensor spec.")
-@click.option("--strict", is_flag=True, help="Fail (exit 1) when a shard could not be hashed-verified.")
+@click.option("--strict", is_flag=True, help="Fail (exit 1) when a shard was proven neither by sha256 nor by pieces.")
 @json_option
 @quiet_option
-def verify_command(checkpoint: Path, manifest_ref: str | None, jobs: int | None, fast: bool, deep: bool,
-                   strict: bool, as_json: bool, quiet: bool) -> None:
-    """Check every shard against a manifest: missing, extra, size, sha256 (and headers with --deep).
+def verify_command(checkpoint: Path, manifest_ref: str | None, jobs: int | None, torrent: Path | None, fast: bool,
+                   deep: bool, strict: bool, as_json: bool, quiet: bool) -> None:
+    """Check every shard against a manifest: missing, extra, size, sha256 and/or the torrent's piece hashes.
+
+    Each shard is proven by its sha256 (from the manifest), by the v1 piece hashes of the release torrent
+    (--torrent, or the .torrent fetch keeps beside the data), or both; headers too with --deep.
 
     Exit status 0 when everything matches, 1 when anything does not, 2 for usage errors.
     """
@@ -161,9 +221,9 @@ def verify_command(checkpoint: Path, manifest_ref: str | None, jobs: int | None,
     m = load_manifest(manifest_ref) if manifest_ref else find_local_manifest(checkpoint)
     if m is None:
         raise UsageError(f"{checkpoint}: no {LOCAL_MANIFEST_NAME} beside ckpt-0/; pass --manifest FILE|grok-1")
-    total = 0 if fast else sum(s.size for s in m.shards if s.sha256)
+    total = 0 if fast else sum(s.size for s in m.shards if s.sha256 or torrent is not None)
     with _progress.bar(total, desc="verify", quiet=quiet) as bar:
-        report = verify(checkpoint, m, jobs=jobs, fast=fast, deep=deep, progress=bar.update)
+        report = verify(checkpoint, m, jobs=jobs, fast=fast, deep=deep, torrent=torrent, progress=bar.update)
     ok = report.strict_ok if strict else report.ok
     if as_json:
         emit_json(report.to_dict())
@@ -182,11 +242,19 @@ def _render_verify(report) -> None:
     counts = report.counts()
     rate = report.bytes_hashed / report.seconds / 1e9 if report.seconds else 0
     click.echo(table([[k, v] for k, v in sorted(counts.items())], ["status", "shards"]))
+    methods: dict[str, int] = {}
+    for r in report.results:
+        if r.status == "ok" and r.method:
+            methods[r.method] = methods.get(r.method, 0) + 1
+    if methods:
+        click.echo("proven by " + ", ".join(f"{k}: {v}" for k, v in sorted(methods.items()))
+                   + (f" (torrent {report.mode['infohash_v1']})" if report.mode.get("infohash_v1") else ""))
     click.echo(f"\nmanifest {report.manifest}\nhashed {human_bytes(report.bytes_hashed)} in {report.seconds:.2f}s "
                f"({rate:.2f} GB/s, {report.jobs} jobs)")
     if report.unverified:
-        click.echo(f"{len(report.unverified)} shard(s) unverified: sizes match but no sha256 was checked "
-                   "(pin hashes with `grokweights manifest pin`)")
+        click.echo(f"{len(report.unverified)} shard(s) unverified: sizes match but neither a sha256 nor the "
+                   f"torrent's pieces proved them ({report.unverified[0].detail}); give --torrent or pin hashes "
+                   "with `grokweights manifest pin`")
     if bad:
         click.echo(f"FAILED: {len(bad)} shard(s) do not match; re-run `grokweights fetch` to repair them")
     else:
