@@ -31,6 +31,7 @@ COMMANDS = {
     "reshard": "grokweights.cli.reshard:reshard",
     "smoke": "grokweights.cli.smoke:smoke",
     "plan": "grokweights.cli.smoke:plan",
+    "export": "grokweights.cli.export:export",
     "demo": "grokweights.cli.demo:demo",
 }
 

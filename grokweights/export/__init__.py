@@ -11,8 +11,21 @@ engine's forward differs from Grok-1's. Imports numpy (and ``gguf``/``safetensor
 
 from __future__ import annotations
 
+import sys
+import types
+
 from ._plan import DTYPES, FORMATS, OutTensor, plan_tensors, render_table
 from ._run import ExportReport, export, parse_size
 
 __all__ = ["export", "ExportReport", "OutTensor", "plan_tensors", "render_table", "parse_size", "FORMATS",
            "DTYPES"]
+
+
+class _CallableModule(types.ModuleType):
+    """``grokweights.export`` is both this package and the function: calling the package calls :func:`export`."""
+
+    def __call__(self, *args, **kwargs) -> ExportReport:
+        return export(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
