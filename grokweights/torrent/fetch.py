@@ -3,7 +3,9 @@
 Steps: resolve SOURCE (manifest name, magnet, ``.torrent``) -> add the torrent with every file at
 priority 0 -> metadata (from the saved ``.torrent`` or from peers) -> refuse unsafe file names -> select
 files -> preflight free space -> download (resume data saved periodically and on interruption) -> flush
--> verify (sizes always, sha256 where the manifest has them) -> optionally keep seeding. See
+-> verify (sizes always; each shard by the torrent's pieces when the manifest names this infohash, with
+its sha256 taken in the same read and pinned in the local manifest as ``torrent:<infohash>``; sha256
+where the manifest has them) -> optionally keep seeding. See
 :mod:`grokweights.torrent.meta` for the files kept beside the data.
 """
 
@@ -21,7 +23,15 @@ from typing import Any
 from ..constants import LOCAL_MANIFEST_NAME
 from ..errors import UsageError
 from .loop import TorrentRun
-from .meta import Source, check_info_dict, resolve_source, torrent_bytes, write_torrent
+from .meta import (
+    Source,
+    check_info_dict,
+    load_torrent,
+    parse_magnet,
+    resolve_source,
+    torrent_bytes,
+    write_torrent,
+)
 from .select import (
     TorrentFile,
     check_sizes,
@@ -65,6 +75,11 @@ class FetchOptions:
             ``GROKWEIGHTS_FREE_SPACE_BYTES``).
         progress: a progress sink (e.g. from :func:`grokweights._progress.bar`), in bytes.
         on_event: called with one dict per event (state changes, per-file completion, hash failures, ...).
+        on_selected: ``on_selected(files, selected) -> selected`` refines the selection before the preflight
+            (e.g. leaves out files whose data is already used elsewhere).
+        check_space: run the free-space preflight (off when the caller does its own).
+        on_run: called with the :class:`TorrentRun` once the selection is applied, before the download
+            (e.g. to set file priorities or watch file progress).
     """
 
     include: Iterable[str] | None = None
@@ -87,6 +102,9 @@ class FetchOptions:
     free_space: Callable[[Path], int] | None = None
     progress: Any = None
     on_event: Callable[[dict[str, Any]], None] | None = None
+    on_selected: Callable[[list[TorrentFile], list[TorrentFile]], list[TorrentFile]] | None = None
+    check_space: bool = True
+    on_run: Callable[[TorrentRun], None] | None = None
 
     @property
     def seeding(self) -> bool:
@@ -170,14 +188,12 @@ class _Job:
 
 def _source_params(src: Source) -> tuple[Any, str]:
     """The source parsed once: its add_torrent_params and v1 infohash."""
-    import libtorrent as lt
-
     if src.kind == "torrent":
-        atp = lt.load_torrent_file(str(src.torrent_path))
+        atp = load_torrent(src.torrent_path)
         check_info_dict(atp.ti.info_section(), where=str(src.torrent_path))
         hashes = atp.ti.info_hashes()
     else:
-        atp = lt.parse_magnet_uri(src.magnet)
+        atp = parse_magnet(src.magnet, where=src.text)
         hashes = atp.info_hashes
     if not hashes.has_v1():
         raise UsageError(f"{src.text}: only BitTorrent v1 (or hybrid) torrents are supported", actual=src.text)
@@ -191,7 +207,7 @@ def _add_params(job: _Job) -> tuple[Any, bool]:
     atp = job.atp
     resume, trusted = job.state.load_resume()
     if atp.ti is None and job.state.torrent_path.is_file():
-        atp.ti = lt.torrent_info(str(job.state.torrent_path))
+        atp.ti = load_torrent(job.state.torrent_path).ti  # a corrupt saved .torrent: TorrentError naming it
     if atp.ti is None and resume is not None and resume.ti is not None:
         atp.ti = resume.ti
     if trusted and resume is not None:
@@ -216,13 +232,17 @@ def _on_metadata(job: _Job, ti: Any, atp_trackers: list[str]) -> None:
     job.files = file_table(ti)
 
 
+def _torrent_has_manifest(job: _Job, root: str) -> bool:
+    return any(f.path == (f"{root}/" if root else "") + LOCAL_MANIFEST_NAME for f in job.files)
+
+
 def _write_local_manifest(job: _Job, manifest: Any) -> Path | None:
     """Record the manifest beside ``ckpt-0`` so ``verify``/``reshard`` find it (unless the torrent has one)."""
     root = checkpoint_root(job.files)
     if manifest is None or root is None:
         return None
     path = job.dest / root / LOCAL_MANIFEST_NAME
-    if any(f.path == (f"{root}/" if root else "") + LOCAL_MANIFEST_NAME for f in job.files):
+    if _torrent_has_manifest(job, root):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     manifest.save(path)
@@ -243,8 +263,22 @@ def _verify(job: _Job, manifest: Any) -> FetchVerification:
     if manifest is not None and shards:
         from ..checkpoint.verify import verify
 
-        report = verify(job.dest / root, manifest, only=shards)
+        same = (getattr(manifest.sources, "infohash_v1", None) or "").lower() == job.state.infohash
+        torrent = job.state.torrent_path if same and job.state.torrent_path.is_file() else None
+        report = verify(job.dest / root, manifest, only=shards, torrent=torrent)
+        if torrent is not None and not _torrent_has_manifest(job, root):
+            _pin_proven(job.dest / root / LOCAL_MANIFEST_NAME, manifest, report, job.state.infohash)
     return FetchVerification(checked=len(job.selected), problems=problems, report=report)
+
+
+def _pin_proven(path: Path, manifest: Any, report: Any, infohash: str) -> None:
+    """Record in the local manifest the sha256 of every shard its pieces proved (hashed in that same read)."""
+    from ..checkpoint.manifest import with_hashes
+
+    pins = {r.path: r.sha256 for r in report.results if r.status == "ok" and "pieces" in (r.method or "") and r.sha256}
+    if pins:
+        with_hashes(manifest, pins, source=f"torrent:{infohash}").save(path)
+        logger.info("pinned the sha256 of %d shard(s) from torrent %s in %s", len(pins), infohash, path)
 
 
 def fetch(source: str | os.PathLike[str] = "grok-1", dest: str | os.PathLike[str] = ".",
@@ -342,7 +376,10 @@ def _select(job: _Job, run: TorrentRun, trackers: list[str]) -> FetchReport:
     options = job.options
     job.selected = select_files(job.files, include=options.include, layers=options.layers,
                                 manifest=job.source.manifest)
-    needed, free = preflight(job.dest, job.selected, free=options.free_space)
+    if options.on_selected is not None:
+        job.selected = list(options.on_selected(job.files, job.selected))
+    needed, free = preflight(job.dest, job.selected, free=options.free_space if options.check_space
+                             else (lambda path: 1 << 62))
     selected_bytes = sum(f.size for f in job.selected)
     root = checkpoint_root(job.files)
     run.emit("selected", files=len(job.selected), total_files=len(job.files), bytes=selected_bytes,
@@ -363,6 +400,8 @@ def _download(job: _Job, run: TorrentRun, trackers: list[str]) -> FetchReport:
     manifest = job.source.manifest
     manifest_path = _write_local_manifest(job, manifest)
     _apply_selection(run, job)
+    if job.options.on_run is not None:
+        job.options.on_run(run)
     run.selecting = False
     for peer in run.peers:  # peers that left while nothing was wanted
         run.handle.connect_peer(peer)
