@@ -18,7 +18,7 @@ from .layout import layout
 from .manifest import Manifest, ShardEntry, Sources, load_manifest, save_manifest, with_hashes
 from .paths import resolve_checkpoint_dir
 
-__all__ = ["create_manifest", "pin_manifest", "pin_from_torrent", "pin_from_hub", "PinReport"]
+__all__ = ["create_manifest", "pin_manifest", "pin_from_torrent", "pin_from_hub", "proven_pins", "PinReport"]
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +131,12 @@ def _save_pins(manifest: Manifest, pins: dict[str, str], source: str, target: Pa
     return pinned
 
 
+def proven_pins(report: Any) -> dict[str, str]:
+    """Shard path -> sha256 for every shard a :class:`~grokweights.checkpoint.verify.VerifyReport` proved
+    by the torrent's pieces (its sha256 was taken in the same read)."""
+    return {r.path: r.sha256 for r in report.results if r.status == "ok" and "pieces" in (r.method or "") and r.sha256}
+
+
 def pin_from_torrent(checkpoint_dir: str | os.PathLike[str], manifest_path: str | os.PathLike[str],
                      torrent: str | os.PathLike[str], *, output: str | os.PathLike[str] | None = None,
                      progress: Callable[[int], None] | None = None) -> PinReport:
@@ -146,8 +152,7 @@ def pin_from_torrent(checkpoint_dir: str | os.PathLike[str], manifest_path: str 
     manifest = load_manifest(manifest_path)
     report = verify(checkpoint_dir, manifest, torrent=torrent, progress=progress)
     source = f"torrent:{report.mode['infohash_v1']}"
-    pins = {r.path: r.sha256 for r in report.results
-            if r.status == "ok" and r.method and "pieces" in r.method and r.sha256}
+    pins = proven_pins(report)
     failed = [f"{r.path}: {r.status}" + (f" (expected {r.expected}, found {r.actual})" if r.expected else "")
               + (f": {r.detail}" if r.detail else "") for r in report.failures]
     unverified = [f"{r.path}: {r.detail}" for r in report.results if r.status != "ok" and not r.failed]

@@ -267,18 +267,14 @@ def _verify(job: _Job, manifest: Any) -> FetchVerification:
         torrent = job.state.torrent_path if same and job.state.torrent_path.is_file() else None
         report = verify(job.dest / root, manifest, only=shards, torrent=torrent)
         if torrent is not None and not _torrent_has_manifest(job, root):
-            _pin_proven(job.dest / root / LOCAL_MANIFEST_NAME, manifest, report, job.state.infohash)
+            from ..checkpoint.manifest import with_hashes
+            from ..checkpoint.manifest_ops import proven_pins
+
+            pins = proven_pins(report)  # sha256 taken in the same read that proved the pieces
+            if pins:
+                source = f"torrent:{job.state.infohash}"
+                with_hashes(manifest, pins, source=source).save(job.dest / root / LOCAL_MANIFEST_NAME)
     return FetchVerification(checked=len(job.selected), problems=problems, report=report)
-
-
-def _pin_proven(path: Path, manifest: Any, report: Any, infohash: str) -> None:
-    """Record in the local manifest the sha256 of every shard its pieces proved (hashed in that same read)."""
-    from ..checkpoint.manifest import with_hashes
-
-    pins = {r.path: r.sha256 for r in report.results if r.status == "ok" and "pieces" in (r.method or "") and r.sha256}
-    if pins:
-        with_hashes(manifest, pins, source=f"torrent:{infohash}").save(path)
-        logger.info("pinned the sha256 of %d shard(s) from torrent %s in %s", len(pins), infohash, path)
 
 
 def fetch(source: str | os.PathLike[str] = "grok-1", dest: str | os.PathLike[str] = ".",

@@ -22,21 +22,26 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .._atomic import write_atomic
+from ..checkpoint.bencode import encode
 from ..errors import TorrentError, UsageError
 
 __all__ = ["Source", "resolve_source", "check_info_dict", "torrent_bytes", "write_torrent", "magnet_link",
-           "TORRENT_STATE_DIR"]
+           "TORRENT_STATE_DIR", "load_torrent", "parse_magnet", "read_torrent_bytes", "MAX_TORRENT_BYTES"]
 
 logger = logging.getLogger(__name__)
 
 #: hidden folder inside ``--dest`` holding resume data and the lock.
 TORRENT_STATE_DIR = ".grokweights"
+
+#: largest ``.torrent`` file read (the 318 GB release's is about 400 kB; libtorrent itself stops at 10 MB).
+MAX_TORRENT_BYTES = 16 * 1024 * 1024
 
 _HEX40 = re.compile(r"[0-9a-fA-F]{40}")
 
@@ -76,12 +81,74 @@ def resolve_source(source: str | os.PathLike[str], *, manifest: Any = None) -> S
         return Source(text, "magnet", magnet=text, manifest=manifest)
     path = Path(text)
     if text.endswith(".torrent"):
-        if not path.is_file():
+        if not path.exists():
             raise UsageError(f"torrent file {text} does not exist", path=text)
+        if not path.is_file():
+            raise UsageError(f"torrent file {text} is not a regular file; give the .torrent file itself", path=text)
         return Source(text, "torrent", torrent_path=path, manifest=manifest)
     loaded = _load_manifest(text)
     magnet = _manifest_magnet(loaded, text)
     return Source(text, "manifest", magnet=magnet, manifest=manifest if manifest is not None else loaded)
+
+
+def read_torrent_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a ``.torrent`` file: a regular file (checked on the opened descriptor) of bounded size.
+
+    Raises:
+        UsageError: missing or unreadable, not a regular file (a FIFO, a folder), or too large.
+    """
+    shown = os.fspath(path)
+    try:
+        fd = os.open(shown, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise UsageError(f"{shown}: cannot read torrent file ({exc.strerror or exc})", path=shown) from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise UsageError(f"{shown}: not a regular file; give a .torrent file", path=shown,
+                             expected="regular file", actual=stat.filemode(st.st_mode))
+        if st.st_size > MAX_TORRENT_BYTES:
+            raise UsageError(f"{shown}: {st.st_size:,} bytes is too large for a .torrent file (at most "
+                             f"{MAX_TORRENT_BYTES:,}); give the right file", path=shown,
+                             expected=MAX_TORRENT_BYTES, actual=st.st_size)
+        return f.read(MAX_TORRENT_BYTES + 1)
+
+
+def load_torrent(path: str | os.PathLike[str]) -> Any:
+    """A ``.torrent`` file as libtorrent ``add_torrent_params`` (``.ti`` set); never libtorrent's RuntimeError.
+
+    Raises:
+        UsageError: the file cannot be read (see :func:`read_torrent_bytes`).
+        TorrentError: the bytes are not a valid torrent; names the file and libtorrent's reason.
+    """
+    import libtorrent as lt
+
+    data = read_torrent_bytes(path)
+    try:
+        return lt.load_torrent_buffer(data)
+    except RuntimeError as exc:
+        shown, why = os.fspath(path), _short(exc)
+        raise TorrentError(f"{shown}: not a valid .torrent file ({why}); download the .torrent again or fetch by "
+                           "magnet link", path=shown, expected="bencoded torrent", actual=why) from None
+
+
+def parse_magnet(uri: str, *, where: str | None = None) -> Any:
+    """A magnet URI as libtorrent ``add_torrent_params``; a bad one raises :class:`UsageError` (not RuntimeError)."""
+    import libtorrent as lt
+
+    try:
+        return lt.parse_magnet_uri(uri)
+    except RuntimeError as exc:
+        shown = uri if len(uri) <= 100 else uri[:97] + "..."
+        origin = f"{where}: " if where and where != uri else ""
+        raise UsageError(f"{origin}bad magnet link {shown!r} ({_short(exc)}); expected "
+                         "magnet:?xt=urn:btih:<40 hex digits>", path=where, expected="magnet:?xt=urn:btih:<infohash>",
+                         actual=shown) from None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _load_manifest(name_or_path: Any) -> Any:
@@ -144,27 +211,6 @@ def check_info_dict(info_section: bytes, *, where: str = "torrent") -> None:
                                path=shown, expected="regular file", actual="symlink")
 
 
-def _bencode(value: Any, out: list[bytes]) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, str, bytes, list, tuple, dict)):
-        raise TypeError(f"cannot bencode {type(value).__name__}")
-    if isinstance(value, int):
-        out.append(b"i%de" % value)
-    elif isinstance(value, (str, bytes)):
-        raw = value.encode() if isinstance(value, str) else value
-        out.append(b"%d:%s" % (len(raw), raw))
-    elif isinstance(value, (list, tuple)):
-        out.append(b"l")
-        for item in value:
-            _bencode(item, out)
-        out.append(b"e")
-    else:
-        out.append(b"d")
-        for key, item in sorted((k.encode() if isinstance(k, str) else k, v) for k, v in value.items()):
-            _bencode(key, out)
-            _bencode(item, out)
-        out.append(b"e")
-
-
 def torrent_bytes(info_section: bytes, *, trackers: Iterable[str] = (), web_seeds: Iterable[str] = (),
                   comment: str | None = None) -> bytes:
     """A ``.torrent`` file around the exact bytes of an info dict (so the infohash cannot change)."""
@@ -180,13 +226,9 @@ def torrent_bytes(info_section: bytes, *, trackers: Iterable[str] = (), web_seed
         outer["url-list"] = web_seeds
     before = {k: v for k, v in outer.items() if k < "info"}
     after = {k: v for k, v in outer.items() if k > "info"}
-    out: list[bytes] = []
-    _bencode(before, out)
-    head = b"".join(out)[:-1]  # drop the closing "e"
-    out = []
-    _bencode(after, out)
-    tail = b"".join(out)[1:]  # drop the opening "d"
-    return head + b"4:info" + info_section + tail
+    head = encode(before)[:-1]  # drop the closing "e"
+    tail = encode(after)[1:]  # drop the opening "d"
+    return head + b"4:info" + bytes(info_section) + tail
 
 
 def write_torrent(path: Path, data: bytes) -> Path:
