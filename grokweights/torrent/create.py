@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from .meta import magnet_link, torrent_bytes, write_torrent
+from .meta import load_torrent, magnet_link, torrent_bytes, write_torrent
 
 __all__ = ["create_torrent", "piece_size_for", "TorrentInfo", "describe_torrent"]
 
@@ -35,10 +35,8 @@ class TorrentInfo:
 
 
 def describe_torrent(path: str | os.PathLike[str]) -> TorrentInfo:
-    """Read a ``.torrent`` file into a :class:`TorrentInfo`."""
-    import libtorrent as lt
-
-    ti = lt.torrent_info(os.fspath(path))
+    """Read a ``.torrent`` file into a :class:`TorrentInfo`; a corrupt one raises :class:`TorrentError`."""
+    ti = load_torrent(path).ti
     return TorrentInfo(torrent=os.fspath(path), name=ti.name(), infohash=str(ti.info_hashes().v1),
                        magnet=magnet_link(ti), files=ti.num_files(), bytes=ti.total_size(),
                        piece_size=ti.piece_length(), pieces=ti.num_pieces())

@@ -21,7 +21,7 @@ from typing import Any
 from ..errors import TorrentError, UsageError
 from .create import create_torrent
 from .loop import TorrentRun, state_name
-from .meta import check_info_dict, magnet_link
+from .meta import check_info_dict, load_torrent, magnet_link
 from .session import SessionOptions, add_flags, make_session, parse_endpoint
 
 __all__ = ["Seeder", "seed", "SeedReport", "locate_torrent"]
@@ -47,15 +47,23 @@ class SeedReport:
 
 
 def locate_torrent(directory: Path, torrent: str | os.PathLike[str] | None = None) -> tuple[Path, Path] | None:
-    """``(torrent file, save path)`` for a folder: a given torrent, or one found in DIR or beside it."""
-    import libtorrent as lt
+    """``(torrent file, save path)`` for a folder: a given torrent, or one found in DIR or beside it.
 
+    A given torrent that cannot be read raises; a found one that is not a valid torrent is skipped with a
+    warning naming it (a stray or half-downloaded ``.torrent`` beside the data does not stop ``seed``).
+    """
     candidates = [Path(torrent)] if torrent else sorted(directory.glob("*.torrent")) + sorted(
         directory.parent.glob("*.torrent"))
     for path in candidates:
-        if not path.is_file():
+        if torrent and not path.exists():
             raise UsageError(f"torrent file {path} does not exist", path=path)
-        name = lt.torrent_info(str(path)).name()
+        try:
+            name = load_torrent(path).ti.name()
+        except (TorrentError, UsageError) as exc:
+            if torrent:
+                raise
+            logger.warning("skipping %s: %s", path, exc.message.removeprefix(f"{path}: "))
+            continue
         if (directory / name).exists():
             return path, directory
         if directory.name == name:
@@ -120,7 +128,7 @@ class Seeder:
             logger.info("no .torrent for %s: creating one", self.directory)
             found = create_torrent(self.directory), self.directory.parent
         self.torrent_path, self.save_path = found
-        ti = lt.torrent_info(str(self.torrent_path))
+        ti = load_torrent(self.torrent_path).ti
         check_info_dict(ti.info_section(), where=str(self.torrent_path))
         self.session = make_session(self.options)
         atp = lt.add_torrent_params()

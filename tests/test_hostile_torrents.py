@@ -1,0 +1,144 @@
+"""Hostile torrents, magnet links and manifests against ``fetch``, ``seed`` and ``torrent``: each case must end
+with exit status 1 or 2 and one line on stderr naming the file and the fix, no traceback, within a time and
+memory limit, and nothing written outside the destination.
+
+No peer is needed: every case is refused before a session would wait for one (``--stall-timeout`` bounds
+the rest). Processes listen on 127.0.0.1 only, with DHT and local peer discovery off.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from grokweights.checkpoint.bencode import encode
+
+pytestmark = pytest.mark.timeout(120)
+
+LOOPBACK = "127.0.0.1:0"
+MEMORY_LIMIT = 4 << 30
+INFOHASH = "ab" * 20
+
+
+def _limits() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+def run_cli(args: list[str], *, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    """``grokweights ARGS`` in ``cwd`` under a memory limit and a timeout."""
+    env = {**os.environ, "GROKWEIGHTS_DISABLE_PROGRESS": "1"}
+    env.pop("GROKWEIGHTS_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "grokweights", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env, preexec_fn=_limits, check=False)
+
+
+def _tree(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*")}
+
+
+def assert_refused(result: subprocess.CompletedProcess, *names: str, codes: tuple[int, ...] = (1, 2)) -> str:
+    """Exit 1/2, exactly one line on stderr, no traceback, naming every one of ``names``."""
+    err = result.stderr.strip()
+    assert result.returncode in codes, (result.returncode, err)
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith("grokweights: error: "), err
+    for name in names:
+        assert name in err, (name, err)
+    return err
+
+
+def info_dict(name: str | bytes = "ckpt", files: list | None = None, **extra) -> dict:
+    info = {"name": name, "piece length": 16384, "pieces": b"\0" * 20, **extra}
+    if files is None:
+        info["length"] = 10
+    else:
+        info["files"] = files
+    return info
+
+
+@pytest.fixture
+def work(tmp_path) -> Path:
+    """A working folder; the test asserts that nothing appears in it but under ``dest``."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    return folder
+
+
+def _fetch(source: str, *extra: str) -> list[str]:
+    return ["fetch", source, "--dest", "dest", "--listen", LOOPBACK, "--no-dht", "--stall-timeout", "5", *extra]
+
+
+def _refused_fetch(work: Path, source: str, *names: str, extra: tuple[str, ...] = (), codes=(1, 2)) -> str:
+    before = _tree(work)
+    err = assert_refused(run_cli(_fetch(source, *extra), cwd=work), *names, codes=codes)
+    after = {p for p in _tree(work) - before if p != "dest" and not p.startswith("dest/")}
+    assert not after, after
+    return err
+
+
+# --------------------------------------------------------------------------- 1. no libtorrent tracebacks
+
+@pytest.mark.parametrize("content", [
+    b"garbage",
+    b"",
+    encode({"info": {"name": "x", "length": 10}}),  # no piece length, no pieces
+    encode({"info": info_dict()})[:-7],  # truncated
+    b"d4:info" + b"l" * 5000 + b"e" * 5000 + b"e",  # deep nesting
+])
+def test_malformed_torrent_file_is_one_line(work, content):
+    (work / "bad.torrent").write_bytes(content)
+    err = _refused_fetch(work, "bad.torrent", "bad.torrent", codes=(1,))
+    assert "not a valid .torrent file" in err and "download the .torrent again" in err
+
+
+@pytest.mark.parametrize("magnet", ["magnet:?xt=urn:btih:zz", "magnet:?dn=nothing", "magnet:?xt=urn:btih:" + "g" * 40,
+                                    "magnet:"])
+def test_malformed_magnet_is_a_usage_error(work, magnet):
+    err = _refused_fetch(work, magnet, "bad magnet link", codes=(2,))
+    assert "magnet:?xt=urn:btih:<40 hex digits>" in err
+
+
+def test_torrent_that_is_not_a_regular_file(work):
+    os.mkfifo(work / "fifo.torrent")
+    _refused_fetch(work, "fifo.torrent", "fifo.torrent", "not a regular file", codes=(2,))
+    (work / "dir.torrent").mkdir()
+    _refused_fetch(work, "dir.torrent", "dir.torrent", "not a regular file", codes=(2,))
+
+
+def test_corrupt_saved_torrent_in_dest_is_named(work):
+    (work / "dest").mkdir()
+    (work / "dest" / f"{INFOHASH}.torrent").write_bytes(b"d4:infoi3ee")
+    _refused_fetch(work, f"magnet:?xt=urn:btih:{INFOHASH}", f"{INFOHASH}.torrent", codes=(1,))
+
+
+def test_describe_torrent_and_seed_refuse_a_corrupt_torrent(work):
+    from grokweights.errors import TorrentError
+    from grokweights.torrent import describe_torrent
+
+    (work / "bad.torrent").write_bytes(b"garbage")
+    with pytest.raises(TorrentError, match="bad.torrent: not a valid .torrent file"):
+        describe_torrent(work / "bad.torrent")
+    (work / "data").mkdir()
+    (work / "data" / "a").write_bytes(b"x" * 100)
+    result = run_cli(["seed", "data", "--torrent", "bad.torrent", "--listen", LOOPBACK, "--no-dht",
+                      "--seed-time", "0"], cwd=work)
+    assert_refused(result, "bad.torrent", codes=(1,))
+
+
+def test_seed_skips_a_corrupt_torrent_beside_the_data(work):
+    """A stray corrupt ``*.torrent`` beside DIR is skipped with a warning naming it; the data is served."""
+    top = work / "top"
+    top.mkdir()
+    (top / "a").write_bytes(b"x" * 100)
+    (work / "junk.torrent").write_bytes(b"garbage")
+    (top / "other.torrent").write_bytes(encode({"info": {"name": "x"}}))
+    result = run_cli(["seed", "top", "--listen", LOOPBACK, "--no-dht", "--seed-time", "0"], cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "skipping" in result.stderr and "junk.torrent" in result.stderr and "other.torrent" in result.stderr
+    assert result.stdout.startswith("magnet:?xt=urn:btih:")
