@@ -10,6 +10,7 @@ result; the demo fails (raises) at the first stage whose check fails::
         fetched/source/ckpt-0/...    seeded from source/ by one libtorrent session, fetched by magnet
                                      link into another, over 127.0.0.1
         store/                       the fetched checkpoint resharded for an 8-device mesh (zarr3)
+        export/tiny.gguf             the checkpoint as GGUF for llama.cpp (run by llama.cpp if installed)
 
 then the store is loaded onto 8 (simulated CPU) devices and a forward pass is smoke-tested on them.
 """
@@ -70,9 +71,14 @@ class _Runner:
 
 
 def _core_stages(run: _Runner, work: Path, seed: int) -> tuple[Path, Any]:
+    from dataclasses import replace
+
+    from .checkpoint.manifest import Sources
     from .checkpoint.manifest_ops import create_manifest
     from .checkpoint.synth import synthesize
+    from .checkpoint.torrentfile import read_torrent
     from .checkpoint.verify import verify
+    from .torrent import create_torrent
 
     config = preset("tiny")
     source = work / "source"
@@ -89,10 +95,14 @@ def _core_stages(run: _Runner, work: Path, seed: int) -> tuple[Path, Any]:
         return m.total_size, f"{len(m.shards)} shards hashed into {path.name}"
 
     def verify_ok() -> tuple[int, str]:
-        report = verify(source, state["manifest"], deep=True)
-        if not report.strict_ok:
+        # the shards against sha256 and against the v1 pieces of a torrent of them (pieces span files)
+        meta = read_torrent(create_torrent(source / CKPT_DIRNAME, work / "source.torrent", piece_size=16 * 1024))
+        m = replace(state["manifest"], sources=Sources(infohash_v1=meta.infohash_v1))
+        report = verify(source, m, deep=True, torrent=meta)
+        if not report.strict_ok or {r.method for r in report.results} != {"sha256+pieces"}:
             raise VerificationError(f"demo: the fresh checkpoint failed verification: {report.counts()}")
-        return report.bytes_hashed, f"all {len(report.results)} shards ok (sha256 + headers)"
+        return report.bytes_hashed, (f"all {len(report.results)} shards ok: sha256, the {meta.num_pieces} SHA-1 "
+                                     f"pieces of torrent {meta.infohash_v1[:12]}…, and headers")
 
     def verify_corrupt() -> tuple[int, str]:
         copy = work / "corrupted"
@@ -168,6 +178,43 @@ def _store_stages(run: _Runner, work: Path, checkpoint: Path, manifest: Any) -> 
         run.stage(name, fn)
 
 
+def _export_stage(run: _Runner, work: Path, checkpoint: Path, manifest: Any) -> None:
+    """GGUF of the tiny model; llama.cpp (llama-cpp-python), when installed, must agree on the next token."""
+    from .export import export
+
+    tokens = [5, 17, 301, 42, 7, 99]
+
+    def export_stage() -> tuple[int, str]:
+        import numpy as np
+
+        report = export(checkpoint, work / "export" / "tiny.gguf", format="gguf", dtype="f32",
+                        config=manifest.config, force=True)
+        done = f"{len(report.tensors)} tensors -> {Path(report.files[0]).name}"
+        try:
+            import llama_cpp
+        except ImportError:
+            return report.bytes, f"{done} (llama-cpp-python not installed: not run)"
+        llm = llama_cpp.Llama(model_path=report.files[0], n_ctx=32, n_threads=2, logits_all=True, verbose=False)
+        llm.eval(tokens)
+        theirs = int(np.argmax(llm.scores[len(tokens) - 1]))
+        ours = int(np.argmax(_forward_f32(checkpoint, manifest.config, tokens)[0, -1]))
+        if theirs != ours:
+            raise SmokeError(f"demo: llama.cpp predicts token {theirs}, grokweights.forward {ours}")
+        return report.bytes, f"{done}; llama.cpp and grokweights.forward agree: next token {ours}"
+
+    run.stage("export gguf", export_stage)
+
+
+def _forward_f32(checkpoint: Path, config: Any, tokens: list[int]) -> Any:
+    import jax.numpy as jnp
+    import numpy as np
+
+    from .model.transformer import forward
+    from .runtime.load import load
+
+    return np.asarray(forward(load(checkpoint, config=config), np.array([tokens]), config, dtype=jnp.float32))
+
+
 def run_demo(workdir: str | Path | None = None, *, seed: int = 0,
              log: Callable[[str], None] = lambda s: None) -> DemoResult:
     """Run every stage of the pipeline on a tiny synthetic checkpoint; raises at the first failure.
@@ -187,4 +234,5 @@ def run_demo(workdir: str | Path | None = None, *, seed: int = 0,
     source, manifest = _core_stages(run, work, seed)
     checkpoint = _fetch_stage(run, work, source, manifest)
     _store_stages(run, work, checkpoint, manifest)
+    _export_stage(run, work, checkpoint, manifest)
     return run.result

@@ -15,9 +15,10 @@ def test_demo_runs_every_stage(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     stages = {s["name"]: s for s in json.loads(result.stdout)["stages"]}
     assert list(stages) == ["synth", "manifest create", "verify", "verify a corrupted copy",
-                            "seed + fetch by magnet", "reshard", "load", "smoke"]
+                            "seed + fetch by magnet", "reshard", "load", "smoke", "export gguf"]
     assert "tensor00005_000" in stages["verify a corrupted copy"]["result"]
     assert "on 8 devices" in stages["load"]["result"]
     assert "checks passed" in stages["smoke"]["result"]
+    assert "tiny.gguf" in stages["export gguf"]["result"]
     assert all(s["bytes"] > 0 for s in stages.values())
     assert (env_work / "store" / "grokweights.json").exists()
