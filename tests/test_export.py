@@ -199,3 +199,22 @@ def test_export_does_not_import_jax(tiny4, tmp_path):
             "print('jax' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_cli_export_dry_run_write_and_refusal(tiny4, out_dir):
+    from click.testing import CliRunner
+
+    from grokweights.cli import main
+
+    config = out_dir.parent / "tiny4.json"
+    config.write_text(TINY4.to_json())
+    runner = CliRunner()
+    dry = runner.invoke(main, ["export", str(tiny4), str(out_dir / "m.gguf"), "--format", "gguf", "--config",
+                               str(config), "--dry-run"])
+    assert dry.exit_code == 0 and "blk.1.ffn_up_exps.weight" in dry.output and not list(out_dir.iterdir())
+    done = runner.invoke(main, ["export", str(tiny4), str(out_dir / "hf"), "--format", "hf", "--config",
+                                str(config), "--json", "-q"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["tensors"] == len(plan_tensors(TINY4, "hf", "bf16", range(2)))
+    bad = runner.invoke(main, ["export", str(tiny4), str(out_dir / "x"), "--format", "onnx", "--config", str(config)])
+    assert bad.exit_code == 2 and "unknown export format 'onnx'" in bad.output
