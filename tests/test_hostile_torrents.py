@@ -142,3 +142,32 @@ def test_seed_skips_a_corrupt_torrent_beside_the_data(work):
     assert "Traceback" not in result.stderr
     assert "skipping" in result.stderr and "junk.torrent" in result.stderr and "other.torrent" in result.stderr
     assert result.stdout.startswith("magnet:?xt=urn:btih:")
+
+
+# ------------------------------------------------------------- 2. a manifest of another torrent, refused up front
+
+GROK1 = "5f96d43576e3d386c9ba65b883210a393b68210e"
+
+
+def test_magnet_of_another_torrent_than_the_manifest_is_refused_up_front(work):
+    err = _refused_fetch(work, f"magnet:?xt=urn:btih:{INFOHASH}", INFOHASH, GROK1, "grok-1",
+                         extra=("--manifest", "grok-1"), codes=(1,))
+    assert "nothing was fetched" in err
+    assert not (work / "dest" / f"{INFOHASH}.torrent").exists()
+
+
+def test_torrent_file_of_another_torrent_than_the_manifest_is_refused(work):
+    (work / "other.torrent").write_bytes(encode({"info": info_dict("other")}))
+    _refused_fetch(work, "other.torrent", "other.torrent", GROK1, extra=("--manifest", "grok-1"), codes=(1,))
+    assert not (work / "dest" / "other").exists()
+
+
+def test_manifest_whose_magnet_and_infohash_disagree_is_refused(work):
+    import json
+
+    from grokweights.checkpoint.manifest import load_manifest
+
+    data = load_manifest("grok-1").to_dict()
+    data["sources"]["magnet"] = f"magnet:?xt=urn:btih:{INFOHASH}"
+    (work / "m.json").write_text(json.dumps(data))
+    _refused_fetch(work, "m.json", "m.json", INFOHASH, GROK1, codes=(1,))

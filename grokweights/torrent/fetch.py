@@ -28,6 +28,7 @@ from .meta import (
     check_info_dict,
     load_torrent,
     parse_magnet,
+    require_same_infohash,
     resolve_source,
     torrent_bytes,
     write_torrent,
@@ -302,6 +303,7 @@ def fetch(source: str | os.PathLike[str] = "grok-1", dest: str | os.PathLike[str
     require_manifest_for_layers(options.layers, src.manifest)
     endpoints = tuple(p if isinstance(p, tuple) else parse_endpoint(p) for p in options.peers)
     atp, infohash = _source_params(src)
+    require_same_infohash(src, infohash)
     job = _Job(src, dest, DownloadState(dest, infohash), options, atp, endpoints)
     job.state.acquire()
     try:

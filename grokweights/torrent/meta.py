@@ -33,7 +33,8 @@ from ..checkpoint.bencode import encode
 from ..errors import TorrentError, UsageError
 
 __all__ = ["Source", "resolve_source", "check_info_dict", "torrent_bytes", "write_torrent", "magnet_link",
-           "TORRENT_STATE_DIR", "load_torrent", "parse_magnet", "read_torrent_bytes", "MAX_TORRENT_BYTES"]
+           "TORRENT_STATE_DIR", "load_torrent", "parse_magnet", "read_torrent_bytes", "MAX_TORRENT_BYTES",
+           "require_same_infohash"]
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +150,24 @@ def parse_magnet(uri: str, *, where: str | None = None) -> Any:
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def require_same_infohash(src: Source, infohash: str) -> None:
+    """Refuse, before anything is fetched, a source whose v1 infohash is not the manifest's ``sources.infohash_v1``.
+
+    Without this the whole torrent would be downloaded and then fail verification on every run.
+
+    Raises:
+        TorrentError: naming the manifest, the expected and the actual infohash.
+    """
+    expected = (getattr(getattr(src.manifest, "sources", None), "infohash_v1", None) or "").lower()
+    if not expected or expected == infohash.lower():
+        return
+    origin = getattr(src.manifest, "origin", None) or getattr(src.manifest, "name", "the manifest")
+    shown = src.text if len(src.text) <= 100 else src.text[:97] + "..."
+    raise TorrentError(f"{shown} is torrent {infohash.lower()}, but manifest {origin} is for torrent {expected}; "
+                       "nothing was fetched: give the manifest of this torrent, or fetch the manifest's own source",
+                       path=str(origin), expected=expected, actual=infohash.lower())
 
 
 def _load_manifest(name_or_path: Any) -> Any:
