@@ -96,7 +96,8 @@ def _core_stages(run: _Runner, work: Path, seed: int) -> tuple[Path, Any]:
 
     def verify_ok() -> tuple[int, str]:
         # the shards against sha256 and against the v1 pieces of a torrent of them (pieces span files)
-        meta = read_torrent(create_torrent(source / CKPT_DIRNAME, work / "source.torrent", piece_size=16 * 1024))
+        torrent = create_torrent(source / CKPT_DIRNAME, work / "pieces" / "ckpt-0.torrent", piece_size=16 * 1024)
+        meta = read_torrent(torrent)
         m = replace(state["manifest"], sources=Sources(infohash_v1=meta.infohash_v1))
         report = verify(source, m, deep=True, torrent=meta)
         if not report.strict_ok or {r.method for r in report.results} != {"sha256+pieces"}:
