@@ -99,7 +99,7 @@ def manifest_create(checkpoint: Path, output: Path, name: str | None, preset_nam
 
 @manifest.command("pin")
 @click.argument("checkpoint", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--manifest", "manifest_ref", required=True,
+@click.option("--manifest", "manifest_ref", required=True, metavar="FILE|NAME",
               help="Manifest (file, or shipped name with -o) whose missing sha256 values to fill.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the pinned manifest here (default: update the manifest in place).")
@@ -114,7 +114,7 @@ def manifest_create(checkpoint: Path, output: Path, name: str | None, preset_nam
 @quiet_option
 def manifest_pin(checkpoint: Path | None, manifest_ref: str, output: Path | None, torrent: Path | None,
                  hub_repo: str | None, revision: str | None, jobs: int | None, quiet: bool) -> None:
-    """Fill missing sha256 values: from a copy you trust, from the release torrent's pieces, or from the hub.
+    """Fill missing sha256 values from a trusted copy, the release torrent, or the hub.
 
     A recorded hash is never changed: a source that disagrees is refused, naming both. With
     --from-torrent, shards that fail are listed and not pinned (exit 1).
@@ -207,7 +207,7 @@ def manifest_show(name_or_file: str, as_json: bool) -> None:
 @quiet_option
 def verify_command(checkpoint: Path, manifest_ref: str | None, jobs: int | None, torrent: Path | None, fast: bool,
                    deep: bool, strict: bool, as_json: bool, quiet: bool) -> None:
-    """Check every shard against a manifest: missing, extra, size, sha256 and/or the torrent's piece hashes.
+    """Check every shard against a manifest: presence, size, sha256 and/or the torrent's pieces.
 
     Each shard is proven by its sha256 (from the manifest), by the v1 piece hashes of the release torrent
     (--torrent, or the .torrent fetch keeps beside the data), or both; headers too with --deep.
