@@ -17,8 +17,8 @@ from typing import Any
 from ..errors import StoreError
 from .specs import local_path
 
-__all__ = ["context", "open_array", "open_kvstore", "read_key", "write_key", "delete_prefix", "make_durable",
-           "read_into"]
+__all__ = ["context", "open_array", "open_kvstore", "read_key", "write_key", "delete_key", "delete_prefix",
+           "make_durable", "read_into", "key_sizes"]
 
 _ROOT: Any = None
 
@@ -103,6 +103,14 @@ def write_key(kvstore: dict[str, Any], key: str, value: bytes, *, ctx: Any = Non
     open_kvstore(kvstore, ctx=ctx).write(key, value).result()
 
 
+def delete_key(kvstore: dict[str, Any], key: str, *, ctx: Any = None) -> None:
+    """Delete ``key`` (absent is fine)."""
+    import tensorstore as ts
+
+    kv = open_kvstore(kvstore, ctx=ctx)
+    kv.delete_range(ts.KvStore.KeyRange(inclusive_min=key, exclusive_max=key + "\x00")).result()
+
+
 def delete_prefix(kvstore: dict[str, Any], prefix: str, *, ctx: Any = None) -> None:
     """Delete every key under ``prefix`` (a directory, with trailing slash)."""
     import tensorstore as ts
@@ -110,3 +118,23 @@ def delete_prefix(kvstore: dict[str, Any], prefix: str, *, ctx: Any = None) -> N
     prefix = prefix.rstrip("/") + "/"
     kv = open_kvstore(kvstore, ctx=ctx)
     kv.delete_range(ts.KvStore.KeyRange(inclusive_min=prefix, exclusive_max=prefix[:-1] + "0")).result()
+
+
+def key_sizes(kvstore: dict[str, Any], prefix: str, keys: list[str], *, ctx: Any = None) -> dict[str, int | None]:
+    """The size of each of ``keys`` under ``prefix`` (None: absent). Local stores are ``stat``-ed; on other
+    drivers the prefix is listed and a present key's size is -1 (unknown)."""
+    root = local_path(kvstore)
+    if root is not None:
+        base = os.path.join(root, prefix)
+        out: dict[str, int | None] = {}
+        for key in keys:
+            try:
+                out[key] = os.stat(os.path.join(base, key)).st_size
+            except FileNotFoundError:
+                out[key] = None
+        return out
+    from .specs import join
+
+    listed = {k.decode() if isinstance(k, bytes) else k for k in open_kvstore(join(kvstore, prefix), ctx=ctx).list()
+              .result()}
+    return {key: -1 if key in listed else None for key in keys}

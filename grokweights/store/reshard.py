@@ -15,8 +15,9 @@ Store layout (one zarr3 array per parameter; quantized weights as an int8 ``weig
 Steps: the plan (:func:`grokweights.sharding.plan.plan_reshard`, pure) -> every source header checked
 against the layout, problems reported together -> the source verified against its manifest -> free space
 for the arrays still to write -> each array written by :class:`.writer.ArrayWriter` (chunks, then its
-``zarr.json``) -> the index, once every array is published. A rerun skips arrays whose ``zarr.json``
-matches the plan and the source, and redoes the others from scratch.
+``zarr.json``) -> the index, once every array is published. The writes hold the store's writer lock. A
+rerun skips arrays whose ``zarr.json`` matches the plan and the source and whose recorded chunks are all
+there, and redoes the others from scratch.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from ..sharding.mesh import MeshSpec, RuleSet, as_mesh_spec, load_rules
 from ..sharding.plan import DEFAULT_CHUNK_BYTES, ReshardPlan, plan_reshard
 from . import kv as tskv
 from .index import INDEX_FORMAT, read_index
+from .lock import writer_lock
 from .specs import kvstore_spec, local_path
 from .writer import ArrayWriter, completed, source_identity
 
@@ -217,25 +219,30 @@ def reshard(src: str | os.PathLike[str], dst: str | os.PathLike[str], mesh: Mesh
 
 def _write_store(plan: ReshardPlan, ckpt: str, dst: str | os.PathLike[str], manifest: Any, *, jobs: int | None,
                  sync: bool, progress: Callable[[int], None]) -> tuple[list[str], dict[str, str]]:
-    """Write every array not already complete, then the index; ``(store paths written, every sha256)``."""
+    """Write every array not already complete, then the index; ``(store paths written, every sha256)``.
+
+    The whole write holds the store's writer lock (:func:`.lock.writer_lock`, local stores)."""
     kv = kvstore_spec(dst)
     ctx = tskv.context(jobs=jobs or os.cpu_count(), sync=False)  # durability: one syncfs per array
-    existing = read_index(dst, ctx=ctx)
-    if existing is not None and existing.get("plan") != plan.to_dict():
-        raise StoreError(f"{dst}: already holds a store for another plan (mesh {existing.get('mesh')}, rules "
-                         f"{existing.get('rules', {}).get('name')}); delete it or choose another destination",
-                         path=os.fspath(dst))
-    sources = {f: source_identity(f, ckpt, _source_sha256(manifest, f))
-               for f in dict.fromkeys(a.source_file for a in plan.arrays)}
-    digests = {a.store_path: completed(a, kv, ctx, sources[a.source_file]) for a in plan.arrays}
-    todo = [a for a in plan.arrays if digests[a.store_path] is None]
-    if local_path(kv) is not None:
-        require_space(local_path(kv), sum(a.nbytes for a in todo), what="to write into the store")
-    with ArrayWriter(kv, ctx, sync=sync, progress=progress) as writer:
-        for array in plan.arrays:
-            if digests[array.store_path] is not None:
-                progress(array.nbytes)
-                continue
-            digests[array.store_path] = writer.write(array, ckpt, sources[array.source_file])
-    write_index(kv, plan, digests, manifest, ctx)
+    with writer_lock(kv):
+        existing = read_index(dst, ctx=ctx)
+        if existing is not None and existing.get("plan") != plan.to_dict():
+            raise StoreError(f"{dst}: already holds a store for another plan (mesh {existing.get('mesh')}, rules "
+                             f"{existing.get('rules', {}).get('name')}); delete it or choose another destination",
+                             path=os.fspath(dst))
+        sources = {f: source_identity(f, ckpt, _source_sha256(manifest, f))
+                   for f in dict.fromkeys(a.source_file for a in plan.arrays)}
+        digests = {a.store_path: completed(a, kv, ctx, sources[a.source_file]) for a in plan.arrays}
+        todo = [a for a in plan.arrays if digests[a.store_path] is None]
+        if local_path(kv) is not None:
+            require_space(local_path(kv), sum(a.nbytes for a in todo), what="to write into the store")
+        if todo and existing is not None:  # unfinished again until every array is proven complete
+            tskv.delete_key(kv, STORE_INDEX_NAME, ctx=ctx)
+        with ArrayWriter(kv, ctx, sync=sync, progress=progress) as writer:
+            for array in plan.arrays:
+                if digests[array.store_path] is not None:
+                    progress(array.nbytes)
+                    continue
+                digests[array.store_path] = writer.write(array, ckpt, sources[array.source_file])
+        write_index(kv, plan, digests, manifest, ctx)
     return [a.store_path for a in todo], digests

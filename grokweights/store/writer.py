@@ -5,8 +5,10 @@
 flight, and the pages of a finished row are dropped from the process's mapping, so peak memory is
 bounded by the plan's row size, not by the tensor. Rows are hashed on a second thread while tensorstore
 writes them. Once every chunk of an array is durable its ``zarr.json`` is written (on a background
-thread, while the next array is being written), carrying the sha256 of its logical data, its plan entry
-and the source's identity: an array is complete exactly when it has a ``zarr.json`` whose record matches.
+thread, while the next array is being written), carrying the sha256 of its logical data, its plan entry,
+the source's identity and the count and total size of its chunks as stored: an array is complete exactly when
+it has a ``zarr.json`` whose record matches and every chunk it recorded is still there (:func:`completed`).
+Rewriting an array unpublishes it (deletes its ``zarr.json``) and overwrites every chunk; no chunk is deleted.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ import numpy as np
 from ..checkpoint.dtypes import numpy_dtype
 from ..checkpoint.quant import dequantize_region, expand_scales
 from ..checkpoint.shards import drop_pages, read_shard
-from ..sharding.plan import ArrayPlan
+from ..errors import StoreError
+from ..sharding.plan import FORMAT_VERSION, ArrayPlan
 from . import kv as tskv
-from .specs import zarr3_spec
+from .specs import chunk_keys, zarr3_spec
 
-__all__ = ["ArrayWriter", "completed", "source_identity"]
+__all__ = ["ArrayWriter", "completed", "chunk_stats", "source_identity"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +68,8 @@ def _row_provider(array: ArrayPlan, source: Any) -> RowOf:
 
 
 def completed(array: ArrayPlan, kv: dict[str, Any], ctx: Any, source: dict[str, Any]) -> str | None:
-    """The recorded sha256 when ``array`` is already complete and matches the plan; None otherwise."""
+    """The recorded sha256 when ``array`` is published, matches the plan and the source, and every chunk it
+    recorded is there (same count; on a local store the same total size); None otherwise."""
     raw = tskv.read_key(kv, f"{array.store_path}/zarr.json", ctx=ctx)
     if raw is None:
         return None
@@ -73,10 +77,24 @@ def completed(array: ArrayPlan, kv: dict[str, Any], ctx: Any, source: dict[str, 
         record = json.loads(raw)["attributes"]["grokweights"]
     except (ValueError, KeyError, TypeError):
         return None
-    if record.get("plan") == array.to_dict() and record.get("source") == source and record.get("sha256"):
-        return record["sha256"]
-    logger.info("%s: existing array does not match the plan; rewriting it", array.store_path)
-    return None
+    if not (isinstance(record, dict) and record.get("plan") == array.to_dict() and record.get("source") == source
+            and record.get("sha256") and record.get("format") == FORMAT_VERSION):
+        logger.info("%s: existing array does not match the plan; rewriting it", array.store_path)
+        return None
+    if record.get("chunks") != chunk_stats(array, kv, ctx):
+        logger.warning("%s: published, but its chunks are not the ones it recorded; rewriting it", array.store_path)
+        return None
+    return record["sha256"]
+
+
+def chunk_stats(array: ArrayPlan, kv: dict[str, Any], ctx: Any) -> dict[str, int] | None:
+    """``{"count", "bytes"}`` of the array's chunks as stored (bytes -1 where sizes are unknown, i.e. not a
+    local store); None when any chunk is missing."""
+    sizes = tskv.key_sizes(kv, array.store_path, chunk_keys(array.shape, array.chunk_shape), ctx=ctx)
+    if any(size is None for size in sizes.values()):
+        return None
+    known = all(size >= 0 for size in sizes.values())  # type: ignore[operator]
+    return {"count": len(sizes), "bytes": sum(sizes.values()) if known else -1}  # type: ignore[arg-type]
 
 
 class ArrayWriter:
@@ -116,12 +134,13 @@ class ArrayWriter:
 
     def write(self, array: ArrayPlan, ckpt: str, source: dict[str, Any]) -> str:
         """Write ``array`` from its shard in ``ckpt`` and queue its publication; returns its sha256."""
-        tskv.delete_prefix(self.kv, array.store_path, ctx=self.ctx)
+        # unpublish only: every chunk is rewritten below, and no chunk is ever deleted
+        tskv.delete_key(self.kv, f"{array.store_path}/zarr.json", ctx=self.ctx)
         spec = zarr3_spec(self.kv, array.store_path, shape=array.shape, dtype=array.dtype,
                           chunk_shape=array.chunk_shape, codec=array.codec)
         shard = read_shard(os.path.join(ckpt, array.source_file))
         digest = self._write_chunks(array, shard, spec)
-        record = {"plan": array.to_dict(), "source": source, "sha256": digest}
+        record = {"format": FORMAT_VERSION, "plan": array.to_dict(), "source": source, "sha256": digest}
         self._published.append(self._publisher.submit(self._publish, array, record))
         logger.debug("wrote %s (%d bytes)", array.store_path, array.nbytes)
         return digest
@@ -129,6 +148,10 @@ class ArrayWriter:
     def _publish(self, array: ArrayPlan, record: dict[str, Any]) -> None:
         if self.sync:
             tskv.make_durable(self.kv)
+        record["chunks"] = chunk_stats(array, self.kv, self.ctx)
+        if record["chunks"] is None:
+            raise StoreError(f"{array.store_path}: chunks vanished before the array was published (another writer "
+                             "in this store?); rerun reshard", path=array.store_path)
         spec = zarr3_spec(self.kv, array.store_path, shape=array.shape, dtype=array.dtype,
                           chunk_shape=array.chunk_shape, codec=array.codec, attributes={"grokweights": record})
         tskv.open_array(spec, mode="publish", ctx=self.ctx)
