@@ -171,3 +171,47 @@ def test_manifest_whose_magnet_and_infohash_disagree_is_refused(work):
     data["sources"]["magnet"] = f"magnet:?xt=urn:btih:{INFOHASH}"
     (work / "m.json").write_text(json.dumps(data))
     _refused_fetch(work, "m.json", "m.json", INFOHASH, GROK1, codes=(1,))
+
+
+# ------------------------------------------------- 3. names libtorrent would read differently, or on our own files
+
+_SHARD = {"path": ["ckpt-0", "tensor00000_000"], "length": 10}
+
+
+@pytest.mark.parametrize("info, why", [
+    (info_dict("ckpt", [_SHARD], **{"name.utf-8": "other"}), "name.utf-8 'other' differs from its name"),
+    (info_dict("ckpt", [_SHARD], **{"name.utf-8": ".."}), "differs from its name"),
+    (info_dict("ckpt", [{**_SHARD, "path.utf-8": ["ckpt-0", "tensor00001_000"]}]), "path.utf-8"),
+    (info_dict("ckpt", [{**_SHARD, "path.utf-8": ["..", "x"]}]), "path.utf-8"),
+    (info_dict(".grokweights", [_SHARD]), "own state folder"),
+    (info_dict(".GrokWeights", [_SHARD]), "own state folder"),
+    (info_dict(".grokweights"), "own state folder"),  # single file
+    (info_dict("ckpt", [{"path": [".grokweights", "x.complete"], "length": 10}]), "own state folder"),
+    (info_dict(f"{INFOHASH}.torrent"), "<infohash>.torrent"),
+    (info_dict(f"{INFOHASH.upper()}.TORRENT", [_SHARD]), "<infohash>.torrent"),
+    (info_dict(b"ckpt", [{"path": "ckpt-0/x", "length": 10}]), "no path list"),
+    (info_dict(b"ckpt", [{"path": [1, 2], "length": 10}]), "not a string"),
+    ({**info_dict(), "name": 5}, "not a string"),
+])
+def test_names_libtorrent_would_read_otherwise_or_that_collide_are_refused(info, why):
+    from grokweights.errors import TorrentError
+    from grokweights.torrent.meta import check_info_dict
+
+    with pytest.raises(TorrentError, match="evil.torrent") as caught:
+        check_info_dict(encode(info), where="evil.torrent")
+    assert why in str(caught.value) and "nothing was written" in str(caught.value)
+
+
+def test_agreeing_utf8_names_pass():
+    from grokweights.torrent.meta import check_info_dict
+
+    check_info_dict(encode(info_dict("ckpt", [{**_SHARD, "path.utf-8": _SHARD["path"]}], **{"name.utf-8": "ckpt"})))
+    check_info_dict(encode(info_dict("grokweights", [{"path": ["a.torrent"], "length": 1}])))
+
+
+def test_fetch_of_a_torrent_with_a_differing_utf8_name_writes_nothing(work):
+    (work / "evil.torrent").write_bytes(encode({"info": info_dict("ckpt", [_SHARD], **{"name.utf-8": "other"})}))
+    _refused_fetch(work, "evil.torrent", "evil.torrent", "name.utf-8", codes=(1,))
+    assert not (work / "dest" / "ckpt").exists() and not (work / "dest" / "other").exists()
+    (work / "state.torrent").write_bytes(encode({"info": info_dict(".grokweights")}))
+    _refused_fetch(work, "state.torrent", "state.torrent", "state folder", codes=(1,))

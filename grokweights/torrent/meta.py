@@ -45,6 +45,8 @@ TORRENT_STATE_DIR = ".grokweights"
 MAX_TORRENT_BYTES = 16 * 1024 * 1024
 
 _HEX40 = re.compile(r"[0-9a-fA-F]{40}")
+#: the name of the metadata a fetch saves beside the data (``DEST/<infohash>.torrent``).
+_SAVED_TORRENT = re.compile(rb"[0-9a-fA-F]{40}\.torrent", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -190,44 +192,83 @@ def _manifest_magnet(manifest: Any, text: str) -> str:
 
 def _bad_component(part: bytes) -> str | None:
     if part in (b"", b".", b".."):
-        return f"component {part.decode(errors='replace')!r}"
+        return f"component {part.decode(errors='replace')!r} would escape the destination folder"
     if b"/" in part or b"\\" in part or b"\x00" in part:
         return f"component {part.decode(errors='replace')!r} holds a path separator"
     if re.fullmatch(rb"[A-Za-z]:.*", part):
         return f"component {part.decode(errors='replace')!r} is a drive letter"
+    if part.decode(errors="replace").casefold() == TORRENT_STATE_DIR:
+        return f"component {part.decode(errors='replace')!r} is grokweights' own state folder"
     return None
 
 
+def _refuse(where: str, shown: str, why: str, **fields: Any) -> TorrentError:
+    return TorrentError(f"{where}: refusing file {shown!r}: {why}; nothing was written", path=shown, **fields)
+
+
+def _preferred(entry: Any, key: bytes, where: str) -> Any:
+    """``key.utf-8`` when present (what libtorrent uses), after checking that it agrees with ``key``."""
+    plain, utf8 = entry.get(key), entry.get(key + b".utf-8")
+    for value in (plain, utf8):
+        parts = value if isinstance(value, list) else [value]
+        if value is not None and not all(isinstance(p, bytes) for p in parts):
+            raise TorrentError(f"{where}: the torrent's {key.decode()} is not a string or list of strings; "
+                               "nothing was written", path=where, expected="string", actual=type(value).__name__)
+    if plain is not None and utf8 is not None and plain != utf8:
+        shown = [plain, utf8] if isinstance(plain, bytes) else [b"/".join(plain), b"/".join(utf8)]
+        a, b = (x.decode(errors="replace") for x in shown)
+        raise _refuse(where, a, f"its {key.decode()}.utf-8 {b!r} differs from its {key.decode()} (libtorrent would "
+                      "write the .utf-8 one, a checker the other)", expected=a, actual=b)
+    return utf8 if utf8 is not None else plain
+
+
+def _entries(info: dict, where: str) -> list[tuple[bytes, list[bytes], Any, Any]]:
+    """``(top name, path below it, attr, symlink path)`` for every file of an info dict."""
+    name = _preferred(info, b"name", where)
+    if not isinstance(name, bytes):
+        raise TorrentError(f"{where}: metadata has no info dict with a name", path=where)
+    files = info.get(b"files")
+    if files is None:
+        return [(name, [], info.get(b"attr", b""), info.get(b"symlink path"))]
+    if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
+        raise TorrentError(f"{where}: the torrent's file list is not a list of dicts; nothing was written", path=where)
+    out = []
+    for f in files:
+        parts = _preferred(f, b"path", where)
+        if not isinstance(parts, list):
+            raise TorrentError(f"{where}: a file of the torrent has no path list; nothing was written", path=where)
+        out.append((name, parts, f.get(b"attr", b""), f.get(b"symlink path")))
+    return out
+
+
 def check_info_dict(info_section: bytes, *, where: str = "torrent") -> None:
-    """Refuse a torrent whose files would land outside the destination folder.
+    """Refuse a torrent whose files would land outside the destination folder or on grokweights' own files.
 
     Checks the raw bencoded info dict (``torrent_info.info_section()``): the name and every path
-    component must be a plain file name (no ``..``, no separators, not empty, no drive letter) and no file
-    may be a symbolic link.
+    component must be a plain file name (no ``..``, no separators, not empty, no drive letter, not the
+    state folder ``.grokweights``); ``name.utf-8`` and ``path.utf-8``, which libtorrent prefers, must
+    equal ``name`` and ``path`` where both are given; the top name must not be the saved
+    ``<infohash>.torrent`` of any download; and no file may be a symbolic link.
 
     Raises:
         TorrentError: naming the offending path.
     """
     import libtorrent as lt
 
-    info = lt.bdecode(info_section)
+    info = lt.bdecode(bytes(info_section))
     if not isinstance(info, dict) or b"name" not in info:
         raise TorrentError(f"{where}: metadata has no info dict with a name", path=where)
-    name = info[b"name"]
-    files = info.get(b"files")
-    entries = [(name, [], info.get(b"attr", b""), info.get(b"symlink path"))] if files is None else [
-        (name, f.get(b"path.utf-8", f.get(b"path", [])), f.get(b"attr", b""), f.get(b"symlink path")) for f in files]
-    for top, parts, attr, symlink in entries:
+    for top, parts, attr, symlink in _entries(info, where):
         shown = "/".join(p.decode(errors="replace") for p in [top, *parts])
+        if _SAVED_TORRENT.fullmatch(top):
+            raise _refuse(where, shown, "its name is that of the <infohash>.torrent a fetch saves beside the data",
+                          expected="another name", actual=top.decode(errors="replace"))
         for part in [top, *parts]:
             problem = _bad_component(part)
             if problem:
-                raise TorrentError(
-                    f"{where}: refusing file {shown!r}: its {problem} would escape the destination folder; "
-                    "nothing was written", path=shown, expected="relative path of plain names", actual=shown)
-        if b"l" in attr or symlink is not None:
-            raise TorrentError(f"{where}: refusing file {shown!r}: it is a symbolic link; nothing was written",
-                               path=shown, expected="regular file", actual="symlink")
+                raise _refuse(where, shown, f"its {problem}", expected="relative path of plain names", actual=shown)
+        if (isinstance(attr, bytes) and b"l" in attr) or symlink is not None:
+            raise _refuse(where, shown, "it is a symbolic link", expected="regular file", actual="symlink")
 
 
 def torrent_bytes(info_section: bytes, *, trackers: Iterable[str] = (), web_seeds: Iterable[str] = (),
