@@ -36,6 +36,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Manifest": "checkpoint.manifest", "ShardEntry": "checkpoint.manifest", "load_manifest": "checkpoint.manifest",
     "create_manifest": "checkpoint.manifest_ops", "pin_manifest": "checkpoint.manifest_ops",
+    "pin_from_torrent": "checkpoint.manifest_ops", "pin_from_hub": "checkpoint.manifest_ops",
     "verify": "checkpoint.verify", "VerifyReport": "checkpoint.verify",
     "synthesize": "checkpoint.synth",
     "inspect_checkpoint": "checkpoint.inspection",
