@@ -331,7 +331,7 @@ def _run(job: _Job) -> FetchReport:
     handle = session.add_torrent(atp)
     run = TorrentRun(session, handle, state=job.state, on_event=options.on_event, progress=options.progress,
                      peers=tuple(dict.fromkeys([*job.peers, *atp.peers])),
-                     stall_timeout=options.stall_timeout, resume_interval=options.resume_interval)
+                     stall_timeout=options.stall_timeout, resume_interval=options.resume_interval, wanted=())
     run.selecting = True
     run.emit("start", source=job.source.text, infohash=job.state.infohash, dest=str(job.dest),
              trusted_resume=trusted)
@@ -358,6 +358,7 @@ def _apply_selection(run: TorrentRun, job: _Job) -> None:
     priorities = [0] * run.handle.torrent_file().num_files()
     for f in job.selected:
         priorities[f.index] = 4
+    run.select(f.index for f in job.selected)  # file_completed events for the selected files only
     run.handle.prioritize_files(priorities)
     deadline = time.monotonic() + 10.0
     while list(run.handle.get_file_priorities()) != priorities and time.monotonic() < deadline:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import TorrentError
@@ -50,12 +50,15 @@ class TorrentRun:
         peers: endpoints to (re)connect to while there are no peers.
         stall_timeout: seconds without progress before giving up (None: wait forever).
         resume_interval: seconds between resume-data saves.
+        wanted: indices of the files whose completion is reported (``file_completed`` events); None: every
+            file. libtorrent also completes files nobody selected (pieces shared with selected neighbours, or
+            files already whole); those are not reported. See :meth:`select`.
     """
 
     def __init__(self, session: Any, handle: Any, *, state: DownloadState | None,
                  on_event: Callable[[Event], None] | None = None, progress: Any = None,
                  peers: tuple[tuple[str, int], ...] = (), stall_timeout: float | None = None,
-                 resume_interval: float = 30.0) -> None:
+                 resume_interval: float = 30.0, wanted: Iterable[int] | None = None) -> None:
         self.session, self.handle, self.state = session, handle, state
         self.on_event = on_event or (lambda event: None)
         self.progress = progress
@@ -64,6 +67,8 @@ class TorrentRun:
         self.resume_interval = resume_interval
         self.hash_failures: list[int] = []
         self.completed_files: list[int] = []
+        self.wanted: set[int] | None = None if wanted is None else set(wanted)
+        self._reported: set[int] = set()
         self.metadata_received = False
         self.phase = ""
         self.seeding = False
@@ -97,7 +102,7 @@ class TorrentRun:
                 self.emit("hash_failed", piece=alert.piece_index, failures=len(self.hash_failures))
             elif isinstance(alert, lt.file_completed_alert):
                 self.completed_files.append(alert.index)
-                self.emit("file_completed", index=alert.index, path=self.file_names(alert.index))
+                self._report_completed(alert.index)
             elif isinstance(alert, lt.metadata_received_alert):
                 self.metadata_received = True
             elif isinstance(alert, lt.save_resume_data_alert):
@@ -114,6 +119,18 @@ class TorrentRun:
                 logger.debug("%s", alert.message())
             elif isinstance(alert, lt.peer_ban_alert):
                 self.emit("peer_banned", peer=str(alert.endpoint))
+
+    def select(self, indices: Iterable[int]) -> None:
+        """Report completion for these files only, including those that completed before they were selected."""
+        self.wanted = set(indices)
+        for index in dict.fromkeys(self.completed_files):
+            self._report_completed(index)
+
+    def _report_completed(self, index: int) -> None:
+        if index in self._reported or (self.wanted is not None and index not in self.wanted):
+            return
+        self._reported.add(index)
+        self.emit("file_completed", index=index, path=self.file_names(index))
 
     # --------------------------------------------------------------------------------------- resume
 
