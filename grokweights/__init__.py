@@ -47,7 +47,7 @@ _LAZY = {
     "load": "runtime.load", "open": "runtime.load", "Params": "runtime.load",  # `open` is kept out of __all__
     "forward": "model.transformer",
     "smoke": "runtime.smoke",
-    "export": "export", "ExportReport": "export",
+    "export": "engines", "ExportReport": "engines",
 }
 
 __all__ = [

@@ -181,7 +181,7 @@ def _store_stages(run: _Runner, work: Path, checkpoint: Path, manifest: Any) -> 
 
 def _export_stage(run: _Runner, work: Path, checkpoint: Path, manifest: Any) -> None:
     """GGUF of the tiny model; llama.cpp (llama-cpp-python), when installed, must agree on the next token."""
-    from .export import export
+    from .engines import export
 
     tokens = [5, 17, 301, 42, 7, 99]
 

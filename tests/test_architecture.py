@@ -7,6 +7,7 @@ level and inside functions. ``docs/architecture.md`` draws the same walls.
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ WALLS: dict[str, tuple[set[str], set[str]]] = {
     "store": ({"checkpoint", "sharding"}, {"jax", "jaxlib", "libtorrent"}),
     "model": ({"checkpoint"}, {"libtorrent", "tensorstore"}),
     "runtime": ({"checkpoint", "sharding", "store", "model"}, {"libtorrent"}),
-    "export": ({"checkpoint", "sharding", "store"}, {"jax", "jaxlib", "libtorrent"}),
+    "engines": ({"checkpoint", "sharding", "store"}, {"jax", "jaxlib", "libtorrent"}),
     "stream": ({"checkpoint", "torrent", "sharding", "store"}, {"jax", "jaxlib"}),
 }
 
@@ -182,3 +183,10 @@ def test_the_walls_catch_a_crossing(tmp_path):
 def test_modules_stay_small(house):
     big = {m: n for m, p in house[1].items() if (n := len(p.read_text().splitlines())) > 420}
     assert big == {}
+
+
+def test_every_package_is_packaged():
+    """A wheel holds exactly the packages pyproject.toml lists: every package of the tree must be there."""
+    listed = set(tomllib.loads((ROOT.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {module_name(p) for p in ROOT.rglob("__init__.py")}
+    assert found - listed == set()

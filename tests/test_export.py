@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from grokweights.errors import InsufficientSpaceError, UsageError
-from grokweights.export import export, plan_tensors
+from grokweights.engines import export, plan_tensors
 
 from .export_reference import HF_ROLES, SGLANG_ROLES, TINY4, by_names, reference_forward, rel_l2
 
@@ -194,7 +194,7 @@ def test_split_gguf_is_named_and_keyed_like_llama_cpp(tiny4, out_dir):
 
 
 def test_export_does_not_import_jax(tiny4, tmp_path):
-    code = ("import sys, grokweights, grokweights.export._plan; from tests.export_reference import TINY4; "
+    code = ("import sys, grokweights, grokweights.engines._plan; from tests.export_reference import TINY4; "
             f"grokweights.export({str(tiny4)!r}, {str(tmp_path / 'o')!r}, format='sglang', config=TINY4); "
             "print('jax' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

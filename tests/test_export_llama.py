@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from grokweights.export import export
+from grokweights.engines import export
 
 from .export_reference import TINY4, rel_l2
 
@@ -94,7 +94,7 @@ def test_llama_cpp_q8_0_error_against_bf16(exported, reference):
 
 def test_a_wrong_expert_assignment_would_fail(checkpoint, reference, tmp_path, monkeypatch):
     """The comparison can fail: the same export with gate and up swapped is far off in llama.cpp."""
-    from grokweights.export import _plan
+    from grokweights.engines import _plan
 
     swapped = dict(_plan.GGUF_NAMES, gate="ffn_up_exps", up="ffn_gate_exps")
     monkeypatch.setattr(_plan, "GGUF_NAMES", swapped)

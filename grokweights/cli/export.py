@@ -37,7 +37,7 @@ def export(src: Path, dst: Path, fmt: str, dtype: str, layers: str | None, shard
     are written under a hidden .DST.partial name and renamed when complete; a rerun after an interruption
     starts over. docs/export.md lists every name map and how each engine's forward differs from Grok-1.
     """
-    from ..export import export as run
+    from ..engines import export as run
 
     config = resolve_config(preset_name, config_file)
     report = run(src, dst, format=fmt, dtype=dtype, layers=layers, shard_size=shard_size, tokenizer=tokenizer,

@@ -31,7 +31,7 @@ from grokweights.checkpoint.synth import synthesize
 _CHILD = """
 import json, os, resource, sys, time
 from grokweights.checkpoint.config import preset
-from grokweights.export import export
+from grokweights.engines import export
 start = time.perf_counter()
 report = export(sys.argv[1], sys.argv[2], format=sys.argv[3], dtype=sys.argv[4], config=preset("grok-1", layers=1))
 os.sync()

@@ -1,4 +1,4 @@
-"""Export the Grok-1 checkpoint for other engines: GGUF (llama.cpp) and safetensors (SGLang, vLLM).
+"""Grok-1 for other engines: GGUF (llama.cpp) and safetensors (SGLang, vLLM); ``grokweights export``.
 
 One tensor at a time, in bounded memory: each int8 weight is dequantised with its block scales, turned to
 the ``(out, in)`` orientation the engines take, cast, and appended to the output; outputs are staged under
@@ -11,21 +11,8 @@ engine's forward differs from Grok-1's. Imports numpy (and ``gguf``/``safetensor
 
 from __future__ import annotations
 
-import sys
-import types
-
 from ._plan import DTYPES, FORMATS, OutTensor, plan_tensors, render_table
 from ._run import ExportReport, export, parse_size
 
 __all__ = ["export", "ExportReport", "OutTensor", "plan_tensors", "render_table", "parse_size", "FORMATS",
            "DTYPES"]
-
-
-class _CallableModule(types.ModuleType):
-    """``grokweights.export`` is both this package and the function: calling the package calls :func:`export`."""
-
-    def __call__(self, *args, **kwargs) -> ExportReport:
-        return export(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
