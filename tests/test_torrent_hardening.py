@@ -42,3 +42,44 @@ def test_file_completed_only_for_selected_files(straddling, tmp_path):
     assert report.ok, report.verification
     completed = sorted(e["path"] for e in events if e["event"] == "file_completed")
     assert completed == ["top/ckpt-0/tensor00000_000", "top/ckpt-0/tensor00002_000"]
+
+
+def _gw(*args: str, env: dict[str, str] | None = None, timeout: float = 30):
+    import os
+    import subprocess
+    import sys
+
+    full = {**os.environ, "GROKWEIGHTS_DISABLE_PROGRESS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "grokweights", *args], capture_output=True, text=True,
+                          timeout=timeout, env=full, check=False)
+
+
+def test_dry_run_of_the_default_source_answers_from_the_manifest_without_peers(tmp_path):
+    """No peer, no DHT: the shipped manifest answers at once; no session starts, nothing is written."""
+    import json
+    import time
+
+    from grokweights.checkpoint.manifest import load_manifest
+
+    manifest = load_manifest("grok-1")
+    dest = tmp_path / "dl"
+    started = time.monotonic()
+    result = _gw("fetch", "--dest", str(dest), "--dry-run", "--no-dht", "--listen", LOOPBACK, "--json",
+                 env={"GROKWEIGHTS_FREE_SPACE_BYTES": str(10**13)})
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 20
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["dry_run"] and summary["extra"]["metadata"] == "pending"
+    assert len(summary["files"]) == summary["total_files"] == 770
+    assert summary["selected_bytes"] == summary["needed_bytes"] == manifest.total_size
+    assert summary["free_bytes"] == 10**13 and summary["files"][0]["path"] == "ckpt-0/tensor00000_000"
+    assert list(dest.iterdir()) == []  # no lock, no .torrent, no data
+    human = _gw("fetch", "grok-1", "--dest", str(dest), "--dry-run", "--no-dht", "--listen", LOOPBACK, "--layers", "0",
+                env={"GROKWEIGHTS_FREE_SPACE_BYTES": str(10**13)})
+    assert human.returncode == 0, human.stderr
+    assert "metadata" in human.stdout and "still to come" in human.stdout
+    layer0 = {s.path for s in manifest.shards if s.tensor.layer in (None, 0)}
+    assert f"{len(layer0)} of 770 files" in human.stdout
+    small = _gw("fetch", "--dest", str(dest), "--dry-run", "--no-dht", "--listen", LOOPBACK,
+                env={"GROKWEIGHTS_FREE_SPACE_BYTES": "1000"})
+    assert small.returncode == 1 and "not enough free space" in small.stderr and "Traceback" not in small.stderr

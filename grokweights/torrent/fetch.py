@@ -23,16 +23,8 @@ from typing import Any
 from ..constants import LOCAL_MANIFEST_NAME
 from ..errors import UsageError
 from .loop import TorrentRun
-from .meta import (
-    Source,
-    check_info_dict,
-    load_torrent,
-    parse_magnet,
-    require_same_infohash,
-    resolve_source,
-    torrent_bytes,
-    write_torrent,
-)
+from .meta import Source, check_info_dict, load_torrent, resolve_source, source_params, torrent_bytes, write_torrent
+from .offline import dry_run_from_manifest
 from .select import (
     TorrentFile,
     check_sizes,
@@ -187,20 +179,6 @@ class _Job:
     selected: list[TorrentFile] = field(default_factory=list)
 
 
-def _source_params(src: Source) -> tuple[Any, str]:
-    """The source parsed once: its add_torrent_params and v1 infohash."""
-    if src.kind == "torrent":
-        atp = load_torrent(src.torrent_path)
-        check_info_dict(atp.ti.info_section(), where=str(src.torrent_path))
-        hashes = atp.ti.info_hashes()
-    else:
-        atp = parse_magnet(src.magnet, where=src.text)
-        hashes = atp.info_hashes
-    if not hashes.has_v1():
-        raise UsageError(f"{src.text}: only BitTorrent v1 (or hybrid) torrents are supported", actual=src.text)
-    return atp, str(hashes.v1)
-
-
 def _add_params(job: _Job) -> tuple[Any, bool]:
     """The add_torrent_params: source, saved metadata and (trusted) resume data; and whether it was trusted."""
     import libtorrent as lt
@@ -302,9 +280,11 @@ def fetch(source: str | os.PathLike[str] = "grok-1", dest: str | os.PathLike[str
     src = resolve_source(source, manifest=options.manifest)
     require_manifest_for_layers(options.layers, src.manifest)
     endpoints = tuple(p if isinstance(p, tuple) else parse_endpoint(p) for p in options.peers)
-    atp, infohash = _source_params(src)
-    require_same_infohash(src, infohash)
+    atp, infohash = source_params(src)  # refuses a manifest of another torrent
     job = _Job(src, dest, DownloadState(dest, infohash), options, atp, endpoints)
+    planned = dry_run_from_manifest(src, job.state, atp, options) if options.dry_run else None
+    if planned is not None:  # no metadata at hand: the manifest answers, no session waits for peers
+        return FetchReport(**planned)
     job.state.acquire()
     try:
         return _run(job)

@@ -34,7 +34,7 @@ from ..errors import TorrentError, UsageError
 
 __all__ = ["Source", "resolve_source", "check_info_dict", "torrent_bytes", "write_torrent", "magnet_link",
            "TORRENT_STATE_DIR", "load_torrent", "parse_magnet", "read_torrent_bytes", "MAX_TORRENT_BYTES",
-           "require_same_infohash"]
+           "require_same_infohash", "source_params"]
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +152,21 @@ def parse_magnet(uri: str, *, where: str | None = None) -> Any:
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def source_params(src: Source) -> tuple[Any, str]:
+    """The source parsed once: its add_torrent_params and v1 infohash (checked against the manifest's)."""
+    if src.kind == "torrent":
+        atp = load_torrent(src.torrent_path)
+        check_info_dict(atp.ti.info_section(), where=str(src.torrent_path))
+        hashes = atp.ti.info_hashes()
+    else:
+        atp = parse_magnet(src.magnet, where=src.text)
+        hashes = atp.info_hashes
+    if not hashes.has_v1():
+        raise UsageError(f"{src.text}: only BitTorrent v1 (or hybrid) torrents are supported", actual=src.text)
+    require_same_infohash(src, str(hashes.v1))
+    return atp, str(hashes.v1)
 
 
 def require_same_infohash(src: Source, infohash: str) -> None:

@@ -1,0 +1,46 @@
+"""``fetch --dry-run`` before the torrent's metadata is known: the answer from the manifest alone.
+
+A magnet link carries no file list; libtorrent gets it from the first peer that has it. Without a peer,
+waiting would never end, but a manifest (the shipped ``grok-1`` one, or ``--manifest``) already lists
+every shard and its size. The torrent's top folder name and its files other than shards (the release has
+a few more files than its 770 shards) are not known offline, so the paths reported are the manifest's
+(``ckpt-0/tensor…``, relative to the top folder), the bytes are those of the shards, and the report says
+that the metadata itself is still to come.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..checkpoint.manifest import Manifest
+from .meta import Source
+from .select import TorrentFile, preflight, select_files
+from .state import DownloadState
+
+__all__ = ["dry_run_from_manifest", "manifest_table"]
+
+
+def manifest_table(manifest: Manifest) -> list[TorrentFile]:
+    """The manifest's shards as torrent files with paths below the (unknown) top folder."""
+    return [TorrentFile(i, s.path, s.size, s.path, "") for i, s in enumerate(manifest.shards)]
+
+
+def dry_run_from_manifest(src: Source, state: DownloadState, atp: Any, options: Any) -> dict[str, Any] | None:
+    """The fields of a dry-run ``FetchReport`` from the manifest, or None when the metadata is at hand
+    (a ``.torrent`` source, a saved ``DEST/<infohash>.torrent`` or resume data) or there is no manifest."""
+    if atp.ti is not None or src.manifest is None or state.torrent_path.is_file() or state.resume_path.is_file():
+        return None
+    files = manifest_table(src.manifest)
+    selected = select_files(files, include=options.include, layers=options.layers, manifest=src.manifest)
+    needed, free = preflight(state.dest, selected, free=options.free_space)
+    if options.on_event is not None:
+        options.on_event({"event": "selected", "files": len(selected), "total_files": len(files),
+                          "bytes": sum(f.size for f in selected), "needed": needed, "free": free,
+                          "torrent": None, "metadata": "pending"})
+    origin = src.manifest.origin or src.manifest.name
+    return dict(source=src.text, name="", infohash=state.infohash, dest=str(state.dest),
+                torrent=str(state.torrent_path), checkpoint=None, manifest=str(origin),
+                files=tuple(f.to_dict() for f in selected), total_files=len(files),
+                selected_bytes=sum(f.size for f in selected), needed_bytes=needed, free_bytes=free, dry_run=True,
+                ok=True, extra={"metadata": "pending", "paths": "below the torrent's top folder, not known until "
+                                "the metadata arrives; bytes of the manifest's shards only"})
