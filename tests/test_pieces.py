@@ -178,3 +178,30 @@ def test_hybrid_torrent_with_pad_files(tmp_path):
     verdicts = decide(check_copy(meta, root))
     assert verdicts["ckpt-0/tensor00000_000"].status == "failed"
     assert verdicts["ckpt-0/tensor00001_000"].status == "ok"
+
+
+def test_memory_stays_bounded_for_a_large_file(tmp_path):
+    """A 160 MB file in 1 MiB pieces: peak RSS stays far below the file's size (no whole file or piece list copied)."""
+    from .helpers import run_python
+
+    root = tmp_path / "big"
+    (root / "ckpt-0").mkdir(parents=True)
+    block = random.Random(5).randbytes(1 << 20)
+    with open(root / "ckpt-0" / "tensor00000_000", "wb") as fh:
+        for _ in range(160):
+            fh.write(block)
+    (root / "ckpt-0" / "tensor00001_000").write_bytes(block[:12345])
+    import grokweights
+
+    torrent = grokweights.create_torrent(root, tmp_path / "big.torrent", piece_size=1 << 20)
+    code = f"""
+import resource
+from grokweights.checkpoint.pieces import check_copy, decide
+from grokweights.checkpoint.torrentfile import read_torrent
+verdicts = decide(check_copy(read_torrent({str(torrent)!r}), {str(root)!r}, sha256=True))
+assert {{v.status for v in verdicts.values()}} == {{"ok"}}, verdicts
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) < 100, f"peak RSS {result.stdout.strip()} MiB for a 160 MiB file"
