@@ -69,7 +69,7 @@ def test_scales_are_reblocked_for_the_target_split():
     assert stored_scale_blocks(344, 8, 1) == 8
     plan = _plan("data=2,model=4")
     scales = plan.array("transformer/decoder_layer_0/moe/linear/w/scales")
-    assert scales.shape == (8, 2, 344) and scales.source_blocks == 1 and scales.dtype == "bfloat16"
+    assert scales.shape == (8, 2, 344) and scales.source_blocks == 1 and scales.dtype == "float32"
     linear_1 = plan.array("transformer/decoder_layer_0/moe/linear_1/w/scales")
     assert linear_1.shape == (8, 8, 64) and plan.shard_shape(linear_1) == (8, 2, 32)
     assert _plan("data=8,model=1").array("transformer/decoder_layer_0/multi_head_attention/key/w/scales").shape \

@@ -82,3 +82,16 @@ def test_a_finished_store_with_a_missing_chunk_is_unfinished_after_a_rerun_start
     index = json.loads((store / STORE_INDEX_NAME).read_text())
     report = reshard(ckpt, store, MESH, layers="1")
     assert report.written == (W1,) and json.loads((store / STORE_INDEX_NAME).read_text())["sha256"] == index["sha256"]
+
+
+def test_every_array_opens_in_zarr_python_and_equals_tensorstore(pristine):
+    import zarr
+
+    from grokweights.store import Store
+
+    handle = Store(pristine)
+    scales = [k for k in handle.keys() if k.endswith("/scales")]
+    assert scales and all(handle.plan.array(k).dtype == "float32" for k in scales)
+    for key in handle.keys():
+        array = zarr.open_array(str(pristine / key), mode="r")
+        assert np.array_equal(array[...], handle.read(key)), key

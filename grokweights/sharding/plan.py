@@ -1,7 +1,7 @@
 """The reshard plan: pure data saying what every store array will be, before any byte is written.
 
 ``plan_reshard(layout, mesh, rules)`` decides, for every tensor of the checkpoint, the zarr3 array(s) it
-becomes (a plain array, or an int8 ``weight`` plus bfloat16 ``scales``), their partition spec on the
+becomes (a plain array, or an int8 ``weight`` plus float32 ``scales``), their partition spec on the
 mesh, chunk shape, codec, and how many bytes each device will read. It does no I/O and imports no
 heavy dependency, so ``--dry-run`` is instant and the plan is tested with literals.
 
@@ -34,15 +34,18 @@ from ..errors import UsageError
 from .mesh import MeshSpec, RuleSet, Spec, shard_factors, spec_from_json, spec_to_json
 
 __all__ = ["ArrayPlan", "ReshardPlan", "plan_reshard", "parse_compression", "stored_scale_blocks",
-           "chunk_shape_for", "FORMAT_VERSION", "DEFAULT_CHUNK_BYTES", "MAX_CHUNK_BYTES"]
+           "chunk_shape_for", "FORMAT_VERSION", "SCALES_DTYPE", "DEFAULT_CHUNK_BYTES", "MAX_CHUNK_BYTES"]
 
-FORMAT_VERSION = 1
+#: store format: 2 adds float32 scales, crc32c chunks, the chunk record and the index's metadata digests.
+FORMAT_VERSION = 2
 MiB = 1024 * 1024
 DEFAULT_CHUNK_BYTES = 16 * MiB
 MAX_CHUNK_BYTES = 64 * MiB
 MIN_CHUNK_BYTES = 1 * MiB
 ROW_BYTES = 256 * MiB
 DTYPES = ("keep", "bfloat16")
+#: stored dtype of block scales: bfloat16 -> float32 is exact, and zarr-python has no bfloat16.
+SCALES_DTYPE = "float32"
 
 
 def parse_compression(text: str) -> str:
@@ -99,7 +102,8 @@ class ArrayPlan:
 
     Attributes:
         key: the parameter, ``module/path/param``.
-        role: ``array`` (plain or dequantised), ``weight`` (int8) or ``scales`` (bfloat16 block scales).
+        role: ``array`` (plain or dequantised), ``weight`` (int8) or ``scales`` (block scales, stored as
+            float32: the release's bfloat16 values, exactly, in a type every zarr v3 reader knows).
         store_path: where the array lives, relative to the store root.
         source_file: the checkpoint shard it comes from.
         source_kind: ``array`` or ``quantized`` (the shard's kind).
@@ -245,7 +249,7 @@ def _arrays_for(spec: TensorSpec, pspec: Spec, mesh: MeshSpec, *, dtype: str, co
     blocks = stored_scale_blocks(rows, spec.scale_blocks, split)
     scales_shape = (*spec.shape[:-2], blocks, spec.shape[-1])
     return [make("weight", f"{spec.key}/weight", spec.shape, spec.dtype),
-            make("scales", f"{spec.key}/scales", scales_shape, spec.scales_dtype or "bfloat16", spec.scale_blocks)]
+            make("scales", f"{spec.key}/scales", scales_shape, SCALES_DTYPE, spec.scale_blocks)]
 
 
 def plan_reshard(layout: Iterable[TensorSpec], mesh: MeshSpec, rules: RuleSet, *,

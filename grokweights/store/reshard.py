@@ -1,7 +1,7 @@
 """Reshard an official checkpoint into a zarr3 store laid out for a mesh: plan, check, write, index.
 
-Store layout (one zarr3 array per parameter; quantized weights as an int8 ``weight`` plus bfloat16
-``scales``; the index is written last)::
+Store layout (one zarr3 array per parameter; quantized weights as an int8 ``weight`` plus float32
+``scales``, the release's bfloat16 values exactly; the index is written last)::
 
     DST/
         grokweights.json                                   store index: format version, model config,
@@ -9,7 +9,7 @@ Store layout (one zarr3 array per parameter; quantized weights as an int8 ``weig
         language_model/in_out_embed/embeddings/zarr.json   float32 array
         language_model/in_out_embed/embeddings/c/0/0 ...   chunks (each inside one device's shard)
         transformer/decoder_layer_0/moe/linear/w/weight/   int8 zarr3 array
-        transformer/decoder_layer_0/moe/linear/w/scales/   bfloat16 zarr3 array (re-blocked scales)
+        transformer/decoder_layer_0/moe/linear/w/scales/   float32 zarr3 array (re-blocked scales)
         ...
 
 Steps: the plan (:func:`grokweights.sharding.plan.plan_reshard`, pure) -> every source header checked

@@ -48,7 +48,7 @@ def _row_provider(array: ArrayPlan, source: Any) -> RowOf:
     """``row(r0, r1, slot) -> (data, source view)``: rows ``r0:r1`` of the stored array, and the memory-mapped
     source rows they were made from (whose pages are dropped once written), for one store array."""
     if array.role == "scales":
-        data = expand_scales(np.asarray(source.scales), array.shape[-2])
+        data = expand_scales(np.asarray(source.scales), array.shape[-2]).astype(numpy_dtype(array.dtype))
         return lambda r0, r1, slot: (data[r0:r1], None)
     if array.source_kind == "quantized" and array.role == "array":
         weight, scales = source.weight, source.scales
