@@ -14,7 +14,9 @@ torrent order, and :func:`decide` turns the per-piece results into per-file verd
   wrong); where that cannot decide it, the verdict names the piece and every file it spans;
 - a file whose boundary piece touches a file absent locally is ``unverified`` with that reason, never ``ok``.
 
-:meth:`PieceHasher.check_file` is the per-file API: one file, given its neighbours' boundary bytes.
+:meth:`PieceHasher.check_file` is the per-file API (for a file completed during a download, say): one
+file, given its neighbours' bytes in its two boundary pieces (:func:`boundary_bytes` reads them from a
+local copy), SHA-1 per piece and sha256 of the file in one read.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from pathlib import Path
 from .torrentfile import TorrentFile, TorrentMeta
 
 __all__ = ["FilePieces", "LocalCopy", "FileCheck", "Verdict", "CopyCheck", "PieceHasher", "file_pieces",
-           "map_copy", "read_range", "check_copy", "decide"]
+           "map_copy", "read_range", "boundary_bytes", "check_copy", "decide"]
 
 #: bytes read per chunk (rounded up to whole pieces): large enough to keep Python out of the way, small enough
 #: that the second hash of a chunk (sha256 after SHA-1) still finds it in the CPU cache.
@@ -147,6 +149,14 @@ def read_range(meta: TorrentMeta, copy: LocalCopy, start: int, end: int) -> byte
         except OSError as exc:
             return f"{copy.prefix + f.path} is unreadable ({exc.strerror or exc})"
     return bytes(out)
+
+
+def boundary_bytes(meta: TorrentMeta, copy: LocalCopy, index: int) -> tuple[bytes | str | None, bytes | str | None]:
+    """The neighbours' bytes of file ``index``'s first and last piece (``before``/``after`` of
+    :meth:`PieceHasher.check_file`): bytes, the reason they cannot be read, or None where not needed."""
+    fp = file_pieces(meta, index)
+    return (read_range(meta, copy, *fp.head) if fp.head else None,
+            read_range(meta, copy, *fp.tail) if fp.tail else None)
 
 
 @dataclass
@@ -313,9 +323,7 @@ def check_copy(meta: TorrentMeta, root: str | os.PathLike[str], *, paths: Iterab
             if problem:
                 checks[f.path] = FileCheck(f.path, file_pieces(meta, index), error=problem)
                 continue
-            fp = file_pieces(meta, index)
-            before = read_range(meta, copy, *fp.head) if fp.head else None
-            after = read_range(meta, copy, *fp.tail) if fp.tail else None
+            before, after = boundary_bytes(meta, copy, index)
             checks[f.path] = hasher.check_file(meta, index, copy.local(f), before=before, after=after,
                                                sha256=sha256, progress=progress)
         read = hasher.bytes_read
