@@ -106,8 +106,9 @@ class Proc:
         self._log.close()
 
     def tail(self, lines: int = 30) -> str:
-        self._log.flush()
-        text = self.log_path.read_text(errors="replace").splitlines()
+        if not self._log.closed:
+            self._log.flush()
+        text = self.log_path.read_text(errors="replace").splitlines() if self.log_path.exists() else []
         return "\n".join(text[-lines:])
 
 
