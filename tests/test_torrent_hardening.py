@@ -83,3 +83,69 @@ def test_dry_run_of_the_default_source_answers_from_the_manifest_without_peers(t
     small = _gw("fetch", "--dest", str(dest), "--dry-run", "--no-dht", "--listen", LOOPBACK,
                 env={"GROKWEIGHTS_FREE_SPACE_BYTES": "1000"})
     assert small.returncode == 1 and "not enough free space" in small.stderr and "Traceback" not in small.stderr
+
+
+# ---------------------------------------------------------------------- 6. an unfinished download never verifies
+
+def _manifest_without_sha256(root: Path):
+    from dataclasses import replace
+
+    from grokweights import preset
+    from grokweights.checkpoint.manifest_ops import create_manifest
+
+    manifest = create_manifest(root, name="tiny", config=preset("tiny"))
+    return replace(manifest, shards=tuple(replace(s, sha256=None) for s in manifest.shards))
+
+
+def test_interrupted_download_is_incomplete_not_ok(tmp_path):
+    """A sparse, full-size file of an unfinished fetch: verify (and --deep) say incomplete, never ok."""
+    from grokweights import preset
+    from grokweights.checkpoint.completion import CompletionRecord, incomplete_shards, write_record
+    from grokweights.checkpoint.synth import synthesize
+    from grokweights.checkpoint.verify import verify
+
+    dest = tmp_path / "dl"
+    top = dest / "tiny"
+    synthesize(top, preset("tiny"))
+    manifest = _manifest_without_sha256(top)
+    assert verify(top, manifest).ok  # no record: judged by sizes alone, as before
+    shard = manifest.shards[3].path
+    with open(top / shard, "r+b") as f:  # what an interrupted download leaves: full size, a hole of zeros
+        f.truncate(100)
+        f.truncate(manifest.shards[3].size)
+    files = {f"tiny/{s.path}": (s.size, s.path != shard) for s in manifest.shards}
+    write_record(dest, CompletionRecord("ab" * 20, "tiny", files))
+    for where in (top, top / "ckpt-0"):
+        for deep in (False, True):
+            report = verify(where, manifest, deep=deep)
+            assert not report.ok and [(r.path, r.status) for r in report.failures] == [(shard, "incomplete")]
+            assert "re-run the same fetch" in report.failures[0].detail
+    assert incomplete_shards(top) == {shard: report.failures[0].detail}
+    (dest / ".grokweights" / f"{'ab' * 20}.complete").write_text("{not json")
+    assert {r.status for r in verify(top, manifest).results} == {"incomplete"}  # unreadable: nothing complete
+    result = _gw("verify", str(top), "--manifest", str(manifest.save(tmp_path / "m.json")))
+    assert result.returncode == 1 and "incomplete" in result.stdout + result.stderr
+
+
+def test_fetch_records_completion_only_when_done(straddling, tmp_path):
+    import json
+
+    from grokweights.checkpoint.completion import incomplete_shards, read_record, record_path
+
+    root, torrent = straddling
+    dest = tmp_path / "dl"
+    seen = []
+
+    def before_data(run) -> None:  # the selection is applied: the record already says incomplete
+        seen.append(incomplete_shards(dest / "top"))
+
+    with Seeder(root, torrent=torrent, listen=LOOPBACK, discovery=False) as seeder:
+        report = fetch(str(torrent), dest, listen=LOOPBACK, discovery=False, stall_timeout=30,
+                       peers=[f"127.0.0.1:{seeder.port}"], include=["*/tensor00000_000"], on_run=before_data)
+    assert report.ok
+    assert list(seen[0]) == ["ckpt-0/tensor00000_000"]
+    record = read_record(record_path(dest, report.infohash))
+    assert record.files == {"top/ckpt-0/tensor00000_000": (20_000, True)}
+    assert incomplete_shards(dest / "top") == {}
+    data = json.loads(record_path(dest, report.infohash).read_text())
+    assert data["format"] == "grokweights-completion" and data["name"] == "top"

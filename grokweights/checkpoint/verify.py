@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ShardFormatError
+from .completion import incomplete_reason, incomplete_shards
 from .hashing import default_jobs, hash_files
 from .manifest import Manifest, ShardEntry
 from .paths import resolve_checkpoint_dir
@@ -33,7 +34,7 @@ from .torrentfile import TorrentMeta, read_torrent, require_infohash
 __all__ = ["verify", "VerifyReport", "ShardResult", "FAILURES", "find_torrent"]
 
 #: statuses that make a report fail.
-FAILURES = frozenset({"missing", "extra", "size", "sha256", "pieces", "header", "unreadable"})
+FAILURES = frozenset({"missing", "extra", "size", "sha256", "pieces", "header", "unreadable", "incomplete"})
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,11 @@ class VerifyReport:
             "hash_rate_bytes_per_s": round(rate), "jobs": self.jobs, "mode": self.mode,
             "results": [r.to_dict() for r in self.results],
         }
+
+
+def _unfinished(entry: ShardEntry, unfinished: dict[str, str]) -> ShardResult | None:
+    reason = incomplete_reason(unfinished, entry.path)
+    return ShardResult(entry.path, "incomplete", expected=entry.size, detail=reason) if reason else None
 
 
 def _check_static(root: Path, entry: ShardEntry, deep: bool) -> ShardResult | None:
@@ -242,7 +248,8 @@ def verify(checkpoint_dir: str | os.PathLike[str], manifest: Manifest, *, jobs: 
     jobs = jobs or default_jobs()
     start = time.perf_counter()
     meta = None if fast else _load_torrent(torrent, manifest, root)
-    static = {e.path: _check_static(root, e, deep) for e in entries}
+    unfinished = incomplete_shards(root)  # what a download's completion record lists as not yet complete
+    static = {e.path: _unfinished(e, unfinished) or _check_static(root, e, deep) for e in entries}
     sound = [e for e in entries if static[e.path] is None]
     by_pieces = [e for e in sound if meta is not None and (torrent is not None or not e.sha256)]
     by_sha = [e for e in sound if e.sha256 and not fast and e not in by_pieces]

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..constants import LOCAL_MANIFEST_NAME
 from ..errors import UsageError
+from .completed import Completion
 from .loop import TorrentRun
 from .meta import Source, check_info_dict, load_torrent, resolve_source, source_params, torrent_bytes, write_torrent
 from .offline import dry_run_from_manifest
@@ -378,6 +379,8 @@ def _download(job: _Job, run: TorrentRun, trackers: list[str]) -> FetchReport:
         return report
     manifest = job.source.manifest
     manifest_path = _write_local_manifest(job, manifest)
+    completion = Completion(job.dest, job.state.infohash, run.handle.torrent_file().name(), job.selected,
+                            interval=job.options.resume_interval)  # recorded incomplete before any data
     _apply_selection(run, job)
     if job.options.on_run is not None:
         job.options.on_run(run)
@@ -386,8 +389,9 @@ def _download(job: _Job, run: TorrentRun, trackers: list[str]) -> FetchReport:
         run.handle.connect_peer(peer)
     if run.progress is not None and hasattr(run.progress, "reset"):
         run.progress.reset(total=report.selected_bytes)
-    status = run.wait(lambda st: run.phase == "finished" and st.is_finished)
+    status = run.wait(lambda st: completion.poll(run) or (run.phase == "finished" and st.is_finished))
     run.save_resume(clean=True)  # flushes every written block to the files before they are verified
+    completion.update(run)  # flushed, fsync-ed, then recorded complete
     fetched = status.total_payload_download - status.total_failed_bytes - status.total_redundant_bytes
     verification = _verify(job, manifest) if job.options.verify else None
     ok = verification.ok if verification is not None else True

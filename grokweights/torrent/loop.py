@@ -69,6 +69,7 @@ class TorrentRun:
         self.completed_files: list[int] = []
         self.wanted: set[int] | None = None if wanted is None else set(wanted)
         self._reported: set[int] = set()
+        self._flushes = 0
         self.metadata_received = False
         self.phase = ""
         self.seeding = False
@@ -105,6 +106,8 @@ class TorrentRun:
                 self._report_completed(alert.index)
             elif isinstance(alert, lt.metadata_received_alert):
                 self.metadata_received = True
+            elif isinstance(alert, lt.cache_flushed_alert):
+                self._flushes += 1
             elif isinstance(alert, lt.save_resume_data_alert):
                 self._pending_saves -= 1
                 if self.state is not None:
@@ -131,6 +134,16 @@ class TorrentRun:
             return
         self._reported.add(index)
         self.emit("file_completed", index=index, path=self.file_names(index))
+
+    def flush(self, timeout: float = 60.0) -> bool:
+        """Write out what libtorrent still buffers for this torrent and wait for it; whether it was confirmed."""
+        self.pump(0)
+        before = self._flushes
+        self.handle.flush_cache()
+        deadline = time.monotonic() + timeout
+        while self._flushes == before and time.monotonic() < deadline:
+            self.pump(0.1)
+        return self._flushes > before
 
     # --------------------------------------------------------------------------------------- resume
 

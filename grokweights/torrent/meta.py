@@ -8,6 +8,7 @@ A fetch stores its bookkeeping beside the data::
             <infohash>.resume       libtorrent resume data (saved periodically and on interruption)
             <infohash>.clean        present only after a clean stop: the resume data can be trusted
             <infohash>.lock         held (flock) while a fetch runs in DEST
+            <infohash>.complete     which fetched files are complete (see grokweights.checkpoint.completion)
         <torrent name>/             the torrent's top folder
             ckpt-0/tensor00000_000 ...
             grokweights-manifest.json   written when fetching from a manifest
@@ -30,6 +31,7 @@ from typing import Any
 
 from .._atomic import write_atomic
 from ..checkpoint.bencode import encode
+from ..checkpoint.completion import STATE_DIR
 from ..errors import TorrentError, UsageError
 
 __all__ = ["Source", "resolve_source", "check_info_dict", "torrent_bytes", "write_torrent", "magnet_link",
@@ -39,7 +41,7 @@ __all__ = ["Source", "resolve_source", "check_info_dict", "torrent_bytes", "writ
 logger = logging.getLogger(__name__)
 
 #: hidden folder inside ``--dest`` holding resume data and the lock.
-TORRENT_STATE_DIR = ".grokweights"
+TORRENT_STATE_DIR = STATE_DIR
 
 #: largest ``.torrent`` file read (the 318 GB release's is about 400 kB; libtorrent itself stops at 10 MB).
 MAX_TORRENT_BYTES = 16 * 1024 * 1024
