@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench docs lint clean
+.PHONY: demo test test-fast bench cluster docs lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) tests/bench/bench_verify.py
+
+# Root only, Linux: hosts in network namespaces on shaped links, every scenario of docs/cluster.md (~10 min)
+cluster: $(STAMP)
+	$(PY) -m tests.cluster --out docs/cluster
 
 docs: $(STAMP)
 	$(PY) -m grokweights.cli._docs > docs/cli.md
