@@ -82,6 +82,10 @@ class InsufficientSpaceError(GrokWeightsError, OSError):
     """Not enough free disk space for what an operation is about to write."""
 
 
+class NotRegularFileError(GrokWeightsError, OSError):
+    """A path that should be a regular file is a FIFO, a directory, a device or a socket."""
+
+
 class TorrentError(GrokWeightsError):
     """A torrent that cannot be used: bad metadata, unsafe file names, a failed swarm."""
 

@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 #: the prefixes of the one error line: ours (GrokWeightsError) and click's usage errors.
 ERROR_PREFIXES = ("grokweights: error:", "Error:")
+#: the prefix of the lines `inspect` reports each bad file with.
+PROBLEM_PREFIXES = ("problem:",)
 
 
 class CliResult(NamedTuple):
@@ -61,20 +63,23 @@ def run_cli(args, *, cwd=None, env: dict | None = None, timeout: float = 60, mem
     return CliResult(done.returncode, done.stdout, done.stderr)
 
 
-def error_lines(result: CliResult) -> list[str]:
-    """The error lines of a run's stderr (ours and click's)."""
-    return [line for line in result.stderr.splitlines() if line.startswith(ERROR_PREFIXES)]
+def error_lines(result: CliResult, prefixes=ERROR_PREFIXES) -> list[str]:
+    """The error lines of a run's stderr (ours and click's; ``prefixes`` says which)."""
+    return [line for line in result.stderr.splitlines() if line.startswith(tuple(prefixes))]
 
 
-def assert_clean_failure(result: CliResult, *, names=(), fix=(), codes=(1, 2)) -> str:
+def assert_clean_failure(result: CliResult, *, names=(), fix=(), codes=(1, 2), prefixes=ERROR_PREFIXES) -> str:
     """Assert a clean refusal: exit code in ``codes``, no traceback, one error line containing every string of
-    ``names`` (the file or option) and of ``fix`` (words of the remedy). Returns the error line."""
+    ``names`` (the file or option) and of ``fix`` (words of the remedy). Returns the error line.
+
+    ``prefixes`` are what the error line starts with (``PROBLEM_PREFIXES`` for the per-file lines of ``inspect``).
+    """
     returncode, stdout, stderr = result
     shown = f"exit {returncode}\n--- stdout\n{stdout[-3000:]}\n--- stderr\n{stderr[-3000:]}"
     assert returncode in codes, f"expected exit code in {codes}; {shown}"
     for marker in ("Traceback (most recent call last)", "Segmentation fault", "Fatal Python error"):
         assert marker not in stderr and marker not in stdout, f"{marker!r} printed; {shown}"
-    lines = error_lines(result)
+    lines = error_lines(result, prefixes)
     assert len(lines) == 1, f"expected exactly one error line; {shown}"
     line = lines[0]
     assert len(line) < 2000, f"error line of {len(line)} characters (unbounded?); {shown}"

@@ -142,10 +142,10 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, text: str, *, source: str = "model config") -> ModelConfig:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{source}: not valid JSON ({exc})", path=source) from None
+        from .files import parse_json
+
+        data = parse_json(text, source=source, what="model config", error=ConfigError,
+                          fix="fix it, or use --preset NAME")
         return cls.from_dict(data, source=source)
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from ..constants import HASH_CHUNK_BYTES
+from .files import open_regular
 
 __all__ = ["sha256_file", "hash_files", "default_jobs"]
 
@@ -31,7 +32,7 @@ def sha256_file(path: str | os.PathLike[str], *, progress: Callable[[int], None]
     digest = hashlib.sha256()
     buffer = bytearray(chunk_bytes)
     view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as f:
+    with open_regular(path, buffering=0) as f:
         while True:
             n = f.readinto(buffer)
             if not n:

@@ -91,8 +91,11 @@ def scan_headers(ckpt: Path) -> dict[str, ShardHeader | GrokWeightsError]:
 
 def _shape(headers: dict, index: int, which: int = 0) -> tuple[int, ...]:
     header = headers.get(shard_name(index))
+    if isinstance(header, GrokWeightsError):
+        raise ConfigError(f"cannot infer the model config: {header.message}", path=header.path)
     if not isinstance(header, ShardHeader) or len(header.parsed.arrays) <= which:
-        raise ConfigError(f"cannot infer the model config: {shard_name(index)} is missing or unreadable")
+        raise ConfigError(f"cannot infer the model config: {shard_name(index)} is missing or not shaped like "
+                          "a Grok-1 shard; pass --preset NAME or --config FILE")
     return header.parsed.arrays[which].desc.shape
 
 

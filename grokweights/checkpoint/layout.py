@@ -26,7 +26,7 @@ from typing import Any
 from ..constants import shard_name
 from ..errors import ConfigError, LayoutMismatchError, UsageError
 from .config import ModelConfig
-from .dtypes import ITEMSIZE, numpy_dtype
+from .dtypes import ITEMSIZE
 from .pickle_desc import ArrayDesc, QuantizedDesc, ShardDesc
 from .pickle_encode import encoded_size, payload_sizes
 from .pickle_parse import ParsedShard
@@ -79,10 +79,10 @@ class TensorSpec:
     @cached_property
     def desc(self) -> ShardDesc:
         """The shard header this tensor must have."""
-        weight = ArrayDesc(self.shape, numpy_dtype(self.dtype))
+        weight = ArrayDesc(self.shape, self.dtype)
         if self.kind == "array":
             return weight
-        return QuantizedDesc(weight, ArrayDesc(self.scales_shape, numpy_dtype(self.scales_dtype)))
+        return QuantizedDesc(weight, ArrayDesc(self.scales_shape, self.scales_dtype))
 
     @cached_property
     def expected_file_size(self) -> int:

@@ -29,6 +29,7 @@ from .. import constants
 from .._atomic import write_atomic
 from ..errors import ConfigError, ManifestError
 from .config import ModelConfig
+from .files import read_json
 from .layout import TensorSpec
 from .paths import resolve_checkpoint_dir
 
@@ -204,15 +205,8 @@ def _parse(data: Any, source: str) -> Manifest:
 
 
 def _read(path: Path) -> Manifest:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ManifestError(f"{path}: cannot read manifest ({exc.strerror})", path=str(path)) from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ManifestError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
-                            path=str(path)) from None
+    data = read_json(path, what="manifest", error=ManifestError,
+                     fix="fix it, or give another manifest (a file or a shipped name such as grok-1)")
     return _parse(data, str(path))
 
 
@@ -229,7 +223,7 @@ def load_manifest(name_or_path: str | os.PathLike[str]) -> Manifest:
     if text in shipped:
         return _read(shipped[text])
     path = Path(text)
-    if path.is_file():
+    if path.exists():
         return _read(path)
     raise ManifestError(f"no manifest {text!r}: not a file, and not a shipped name "
                         f"({', '.join(shipped) or 'none shipped'})", path=text,
@@ -240,7 +234,7 @@ def find_local_manifest(checkpoint_dir: str | os.PathLike[str]) -> Manifest | No
     """The manifest recorded beside a checkpoint (``<dir>/grokweights-manifest.json``), if any."""
     root = resolve_checkpoint_dir(checkpoint_dir).parent
     path = root / constants.LOCAL_MANIFEST_NAME
-    return _read(path) if path.is_file() else None
+    return _read(path) if path.exists() else None
 
 
 def save_manifest(manifest: Manifest, path: str | os.PathLike[str]) -> Path:

@@ -19,7 +19,16 @@ import struct
 import numpy as np
 
 from ..errors import ShardFormatError
-from .pickle_desc import DTYPE_CODES, NUMPY1_MODULE, QUANTIZED_CLASS, ArrayDesc, QuantizedDesc, ShardDesc
+from .pickle_desc import (
+    DTYPE_CODES,
+    NUMPY1_MODULE,
+    QUANTIZED_CLASS,
+    ArrayDesc,
+    DType,
+    QuantizedDesc,
+    ShardDesc,
+    as_dtype,
+)
 
 __all__ = ["encode", "encoded_size", "payload_sizes"]
 
@@ -30,12 +39,12 @@ _FRAME_SIZE_MIN = 4
 # --------------------------------------------------------------------------------------------- encode
 
 
-def _dtype_reduce(dtype: np.dtype) -> tuple[object, tuple]:
+def _dtype_reduce(dtype: DType) -> tuple[object, tuple]:
     """The (argument, state) numpy's ``dtype.__reduce__`` gives for a shard dtype."""
     if dtype.name == "bfloat16":
         return ("ml_dtypes", "bfloat16"), (3, "<", None, None, None, 2, 2, 64)
     for code, known in DTYPE_CODES.items():
-        if dtype == known:
+        if dtype.name == known.name:
             endian = "|" if dtype.itemsize == 1 else "<"
             return code, (3, endian, None, None, None, -1, -1, 0)
     raise ShardFormatError(f"dtype {dtype} cannot be written to a checkpoint shard",
@@ -102,8 +111,8 @@ class _Encoder:
                 self.memoize(("bytes", obj))
         elif isinstance(obj, tuple):
             self.save_tuple(obj)
-        elif isinstance(obj, np.dtype):
-            self.save_dtype(obj)
+        elif isinstance(obj, (DType, np.dtype)):
+            self.save_dtype(as_dtype(obj))
         elif isinstance(obj, ArrayDesc):
             self.save_array(obj)
         elif isinstance(obj, QuantizedDesc):
@@ -163,14 +172,14 @@ class _Encoder:
             self.frame_len += nbytes
         self.memoize(("payload", slot))
 
-    def save_dtype(self, dtype: np.dtype) -> None:
-        if self.get(("dtype", dtype.str, dtype.name)):
+    def save_dtype(self, dtype: DType) -> None:
+        if self.get(("dtype", dtype.name)):
             return
         arg, state = _dtype_reduce(dtype)
         self.save(_Global(("numpy", "dtype")))
         self.save((_Global(arg) if isinstance(arg, tuple) else arg, False, True))
         self.write(b"R")
-        self.memoize(("dtype", dtype.str, dtype.name))
+        self.memoize(("dtype", dtype.name))
         self.save(state)
         self.write(b"b")
 

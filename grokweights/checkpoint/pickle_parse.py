@@ -14,56 +14,20 @@ from typing import BinaryIO
 
 from ..errors import ShardFormatError, UnsafePickleError
 from .pickle_desc import (
+    BFLOAT16,
     DTYPE_CODES,
     NUMPY1_MODULE,
     NUMPY2_MODULE,
     QUANTIZED_CLASS,
     ArrayDesc,
-    QuantizedDesc,
-    ShardDesc,
-    bfloat16,
+    ParsedArray,
+    ParsedShard,
+    PayloadRef,
+    as_dtype,
 )
+from .pickle_limits import MAX_MARKS, MAX_MEMO, MAX_OPS, MAX_STACK, Budget, shape_problem, summary
 
 __all__ = ["PayloadRef", "ParsedArray", "ParsedShard", "parse"]
-
-
-
-@dataclass(frozen=True)
-class PayloadRef:
-    """Where an array's raw bytes lie in the file."""
-
-    offset: int
-    nbytes: int
-
-
-@dataclass(frozen=True)
-class ParsedArray:
-    """One array of a shard: its header, and where its C-order (or Fortran-order) bytes lie."""
-
-    desc: ArrayDesc
-    payload: PayloadRef
-    fortran: bool = False
-
-
-@dataclass(frozen=True)
-class ParsedShard:
-    """What a shard holds, read from its pickle stream without touching the payloads.
-
-    ``arrays`` is ``(array,)`` for a plain array and ``(weight, scales)`` for a quantized weight.
-    ``numpy_module`` tells which numpy spelling wrote it.
-    """
-
-    kind: str  # "array" | "quantized"
-    arrays: tuple[ParsedArray, ...]
-    numpy_module: str
-    file_size: int
-
-    @property
-    def desc(self) -> ShardDesc:
-        if self.kind == "quantized":
-            return QuantizedDesc(self.arrays[0].desc, self.arrays[1].desc)
-        return self.arrays[0].desc
-
 
 @dataclass(frozen=True)
 class _Bytes:
@@ -72,6 +36,9 @@ class _Bytes:
     ref: PayloadRef
     data: bytes | None
 
+    def summary(self) -> str:
+        return f"<{self.ref.nbytes} bytes at byte {self.ref.offset}>"
+
 
 class _Ref:
     """A global the allow-list resolved, or an object under construction."""
@@ -79,6 +46,9 @@ class _Ref:
     def __init__(self, what: str, value: object = None) -> None:
         self.what = what
         self.value = value
+
+    def summary(self) -> str:
+        return f"<{self.what}>"
 
 
 _ALLOWED_GLOBALS = {
@@ -103,6 +73,7 @@ class _Parser:
         self.memo: dict[int, object] = {}
         self.modules: set[str] = set()
         self.arrays: list[ParsedArray] = []
+        self.budget = Budget(lambda message: self.fail(message, unsafe=True))
 
     def fail(self, message: str, *, unsafe: bool = False, expected: object = None, actual: object = None):
         where = self.f.tell()
@@ -144,7 +115,10 @@ class _Parser:
 
     def run(self) -> object:
         ops = _OPS
-        while True:
+        for _ in range(MAX_OPS):
+            if len(self.stack) > MAX_STACK or len(self.marks) > MAX_MARKS or len(self.memo) > MAX_MEMO:
+                self.fail(f"more than {MAX_STACK} objects on the stack, {MAX_MARKS} marks or {MAX_MEMO} memo "
+                          "entries (a shard's header needs a few dozen)", unsafe=True)
             code = self.f.read(1)
             if not code:
                 self.fail("truncated stream: no STOP opcode before the end of the file")
@@ -153,6 +127,7 @@ class _Parser:
                 self.fail(f"opcode {code!r} is not allowed in a checkpoint shard", unsafe=True, actual=code)
             if handler(self) is _STOP:
                 return self.pop()
+        self.fail(f"more than {MAX_OPS} opcodes (a shard's header has about 50)", unsafe=True)
 
 
 _STOP = object()
@@ -234,18 +209,18 @@ def _op_mark(p: _Parser) -> None:
 
 
 def _op_tuple(p: _Parser) -> None:
-    p.stack.append(tuple(p.pop_mark()))
+    p.stack.append(p.budget.tuple(p.pop_mark()))
 
 
 def _op_tuple_n(n: int):
     def op(p: _Parser) -> None:
         items = [p.pop() for _ in range(n)][::-1]
-        p.stack.append(tuple(items))
+        p.stack.append(p.budget.tuple(items))
     return op
 
 
 def _op_empty_dict(p: _Parser) -> None:
-    p.stack.append({})
+    p.stack.append(p.budget.new_dict())
 
 
 def _set_items(p: _Parser, items: list[object]) -> None:
@@ -254,10 +229,10 @@ def _set_items(p: _Parser, items: list[object]) -> None:
     target = p.pop()
     if not isinstance(target, dict):
         p.fail("malformed stream: SETITEMS on something that is not a dict")
-    for key, value in zip(items[::2], items[1::2]):
+    for key in items[::2]:
         if not isinstance(key, str):
-            p.fail(f"dict key {key!r} is not a string", unsafe=True)
-        target[key] = value
+            p.fail(f"dict key {summary(key)} is not a string", unsafe=True)
+    p.budget.fill(target, dict(zip(items[::2], items[1::2])))
     p.stack.append(target)
 
 
@@ -305,18 +280,18 @@ def _op_reduce(p: _Parser) -> None:
     if _is_ref(func, "reconstruct"):
         if not (isinstance(args, tuple) and len(args) == 3 and _is_ref(args[0], "ndarray")
                 and args[1] == (0,) and isinstance(args[2], _Bytes) and args[2].data == b"b"):
-            p.fail(f"_reconstruct called with unexpected arguments {args!r}", unsafe=True)
+            p.fail(f"_reconstruct called with unexpected arguments {summary(args)}", unsafe=True)
         p.stack.append(_Ref("array"))
     elif _is_ref(func, "dtype"):
         if not (isinstance(args, tuple) and len(args) == 3 and args[1:] == (False, True)):
-            p.fail(f"numpy.dtype called with unexpected arguments {args!r}", unsafe=True)
+            p.fail(f"numpy.dtype called with unexpected arguments {summary(args)}", unsafe=True)
         if _is_ref(args[0], "bfloat16"):
-            dtype = bfloat16()
+            dtype = BFLOAT16
         elif isinstance(args[0], str) and args[0] in DTYPE_CODES:
-            dtype = DTYPE_CODES[args[0]]
+            dtype = as_dtype(DTYPE_CODES[args[0]])
         else:
-            p.fail(f"dtype {args[0]!r} is not allowed in a shard", unsafe=True,
-                   expected=sorted(DTYPE_CODES) + ["bfloat16"], actual=args[0])
+            p.fail(f"dtype {summary(args[0])} is not allowed in a shard", unsafe=True,
+                   expected=sorted(DTYPE_CODES) + ["bfloat16"], actual=summary(args[0]))
         p.stack.append(_Ref("dtype", dtype))
     else:
         p.fail(f"REDUCE of {getattr(func, 'what', type(func).__name__)} is not allowed", unsafe=True)
@@ -340,7 +315,7 @@ def _op_build(p: _Parser) -> None:
     elif _is_ref(obj, "quantized_obj"):
         if not (isinstance(state, dict) and set(state) == {"weight", "scales"}
                 and all(_is_ref(v, "array") and v.value is not None for v in state.values())):
-            p.fail(f"QuantizedWeight8bit state must hold arrays 'weight' and 'scales', found {state!r}",
+            p.fail(f"QuantizedWeight8bit state must hold arrays 'weight' and 'scales', found {summary(state)}",
                    unsafe=True)
         obj.value = (state["weight"].value, state["scales"].value)
     else:
@@ -349,20 +324,24 @@ def _op_build(p: _Parser) -> None:
 
 def _build_dtype(p: _Parser, obj: _Ref, state: object) -> None:
     if not (isinstance(state, tuple) and len(state) == 8 and state[0] == 3 and state[2:5] == (None,) * 3):
-        p.fail(f"unexpected dtype state {state!r}")
+        p.fail(f"unexpected dtype state {summary(state)}")
     endian = state[1]
-    if endian not in ("<", "|", "="):
-        p.fail(f"dtype byte order {endian!r} is not supported (little-endian only)", expected="<", actual=endian)
+    if not (isinstance(endian, str) and endian in ("<", "|", "=")):
+        p.fail(f"dtype byte order {summary(endian)} is not supported (little-endian only)", expected="<",
+               actual=summary(endian))
 
 
 def _build_array(p: _Parser, obj: _Ref, state: object) -> None:
     if obj.value is not None:
         p.fail("malformed stream: array state set twice")
     if not (isinstance(state, tuple) and len(state) == 5 and state[0] == 1):
-        p.fail(f"unexpected ndarray state {state!r}"[:200])
+        p.fail(f"unexpected ndarray state {summary(state)}")
     _, shape, dtype_ref, fortran, data = state
     if not (isinstance(shape, tuple) and all(isinstance(d, int) and d >= 0 for d in shape)):
-        p.fail(f"array shape {shape!r} is not a tuple of sizes")
+        p.fail(f"array shape {summary(shape)} is not a tuple of sizes")
+    problem = shape_problem(shape)
+    if problem:
+        p.fail(problem, actual=len(shape))
     if not _is_ref(dtype_ref, "dtype") or not isinstance(fortran, bool):
         p.fail("array state does not hold a dtype and an order flag")
     desc = ArrayDesc(tuple(shape), dtype_ref.value)  # type: ignore[arg-type]
@@ -370,7 +349,8 @@ def _build_array(p: _Parser, obj: _Ref, state: object) -> None:
         p.fail("array payload is not raw bytes", unsafe=True)
     ref = data.ref
     if ref.nbytes != desc.nbytes:
-        p.fail(f"payload is {ref.nbytes} bytes but shape {desc.shape} of {desc.dtype} needs {desc.nbytes}",
+        p.fail(f"payload is {ref.nbytes} bytes but shape {summary(desc.shape, 1, 8)} of {desc.dtype} needs "
+               f"{desc.nbytes}",
                expected=desc.nbytes, actual=ref.nbytes)
     parsed = ParsedArray(desc, ref, fortran)
     obj.value = parsed

@@ -24,6 +24,7 @@ import numpy as np
 from .._atomic import atomic_path
 from ..constants import CKPT_DIRNAME, WRITE_CHUNK_BYTES
 from ..errors import GrokWeightsError, ShardFormatError
+from .files import open_regular
 from .layout import TensorSpec
 from .pickle_desc import NUMPY1_MODULE, ArrayDesc, QuantizedDesc, ShardDesc
 from .pickle_encode import encode, payload_sizes
@@ -94,6 +95,9 @@ class ShardHeader:
         return self.parsed.file_size - sum(a.payload.nbytes for a in self.parsed.arrays)
 
 
+_FIX = "replace it with the shard file (re-fetch it)"
+
+
 def read_header(path: str | os.PathLike[str]) -> ShardHeader:
     """Parse a shard's header (reads kilobytes, whatever the file size).
 
@@ -103,24 +107,28 @@ def read_header(path: str | os.PathLike[str]) -> ShardHeader:
     """
     path = os.fspath(path)
     try:
-        with open(path, "rb", buffering=64 * 1024) as f:
+        with open_regular(path, what="shard", fix=_FIX, buffering=64 * 1024) as f:
             size = os.fstat(f.fileno()).st_size
             return ShardHeader(path, parse(f, path=path, size=size))
     except FileNotFoundError:
-        raise GrokWeightsError(f"{path}: no such shard file", path=path) from None
+        raise GrokWeightsError(f"{path}: no such shard file; {_FIX}", path=path) from None
+    except PermissionError:
+        raise GrokWeightsError(f"{path}: permission denied reading this shard; make it readable", path=path) from None
 
 
 def _view(mm: mmap.mmap, array: ParsedArray) -> np.ndarray:
     desc = array.desc
     count = math.prod(desc.shape)
-    flat = np.frombuffer(mm, dtype=desc.dtype, count=count, offset=array.payload.offset)
+    flat = np.frombuffer(mm, dtype=desc.dtype.dtype, count=count, offset=array.payload.offset)
     return flat.reshape(desc.shape, order="F" if array.fortran else "C")
 
 
 def read_shard(path: str | os.PathLike[str]) -> np.ndarray | QuantizedWeight8bit:
     """Open a shard: read-only numpy arrays that are memory-mapped views of the file's payload bytes."""
     header = read_header(path)
-    with open(header.path, "rb") as f:
+    with open_regular(header.path, what="shard", fix=_FIX) as f:
+        if os.fstat(f.fileno()).st_size != header.parsed.file_size:
+            raise ShardFormatError(f"{header.path}: the shard changed while it was read; {_FIX}", path=header.path)
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     arrays = [_view(mm, a) for a in header.parsed.arrays]
     if header.kind == "quantized":

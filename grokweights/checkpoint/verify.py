@@ -16,14 +16,16 @@ folder holding ``ckpt-0/``, ``ckpt-0/`` itself, or a bare folder of shard files.
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ShardFormatError
+from ..errors import GrokWeightsError
 from .completion import incomplete_reason, incomplete_shards
+from .files import file_kind
 from .hashing import default_jobs, hash_files
 from .manifest import Manifest, ShardEntry
 from .paths import resolve_checkpoint_dir
@@ -117,18 +119,22 @@ def _check_static(root: Path, entry: ShardEntry, deep: bool) -> ShardResult | No
     """Existence, size and (deep) header of one shard; None when those pass."""
     path = root / entry.path
     try:
-        size = path.stat().st_size
+        st = path.stat()
     except FileNotFoundError:
         return ShardResult(entry.path, "missing", expected=entry.size, detail="file not found")
-    except OSError as exc:
-        return ShardResult(entry.path, "unreadable", detail=exc.strerror or str(exc))
+    except (OSError, ValueError) as exc:
+        return ShardResult(entry.path, "unreadable", detail=getattr(exc, "strerror", None) or str(exc))
+    if not stat.S_ISREG(st.st_mode):
+        return ShardResult(entry.path, "unreadable", expected="a regular file", actual=file_kind(st.st_mode),
+                           detail=f"{file_kind(st.st_mode)}, not a regular file; replace it (re-fetch it)")
+    size = st.st_size
     if size != entry.size:
         return ShardResult(entry.path, "size", expected=entry.size, actual=size,
                            detail=f"{size - entry.size:+d} bytes")
     if deep:
         try:
             problems = entry.tensor.check(read_header(path).parsed)
-        except ShardFormatError as exc:
+        except GrokWeightsError as exc:
             return ShardResult(entry.path, "header", expected=entry.tensor.key, detail=exc.message)
         if problems:
             return ShardResult(entry.path, "header", expected=entry.tensor.key, actual=problems,

@@ -58,7 +58,11 @@ def resolve_config(preset_name: str | None, config_file: Path | None, *, layers:
     if preset_name and config_file:
         raise click.UsageError("--preset and --config are mutually exclusive")
     if config_file:
-        config = ModelConfig.from_json(config_file.read_text(), source=str(config_file))
+        from ..checkpoint.files import read_json
+        from ..errors import ConfigError
+
+        data = read_json(config_file, what="model config", error=ConfigError, fix="fix it, or use --preset NAME")
+        config = ModelConfig.from_dict(data, source=str(config_file))
         return config.with_layers(layers) if layers else config
     if preset_name:
         return preset(preset_name, layers=layers)

@@ -21,7 +21,6 @@ A user rules file is JSON::
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..checkpoint.files import read_json
 from ..errors import MeshError
 
 __all__ = ["MeshSpec", "Rule", "RuleSet", "GROK1_RULES", "EXPERT_RULES", "BUILTIN_RULES", "load_rules",
@@ -290,13 +290,11 @@ def load_rules(name_or_path: str | os.PathLike[str] | RuleSet) -> RuleSet:
     if text in BUILTIN_RULES:
         return BUILTIN_RULES[text]
     path = Path(text)
-    if not path.is_file():
+    if not path.exists():
         raise MeshError(f"no rules {text!r}: not a file and not a built-in rule set "
                         f"({', '.join(BUILTIN_RULES)})", path=text, expected=sorted(BUILTIN_RULES), actual=text)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise MeshError(f"{path}: cannot read rules file ({exc})", path=text) from None
+    data = read_json(path, what="rules file", error=MeshError,
+                     fix=f"fix it, or use a built-in rule set ({', '.join(BUILTIN_RULES)})")
     return RuleSet.from_dict(data, source=text)
 
 

@@ -1,0 +1,95 @@
+"""Open regular files only, and read JSON files into one-line errors.
+
+A FIFO in place of a shard would block a reader forever, a directory gives ``IsADirectoryError`` and a
+device never ends. :func:`open_regular` opens without blocking (``O_NONBLOCK``: opening a FIFO with no
+writer returns at once) and checks the *opened descriptor* with ``fstat``, so nothing can swap the file
+between the check and the read; anything but a regular file raises :class:`NotRegularFileError` naming
+the path and what it is.
+
+:func:`read_json` / :func:`parse_json` turn every way a JSON document can fail (syntax, nesting deeper
+than the parser recurses, integers longer than Python converts, bytes that are not UTF-8, a file that is
+not a file) into one error of the caller's class naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from typing import IO, Any
+
+from ..errors import GrokWeightsError, NotRegularFileError
+
+__all__ = ["open_regular", "read_json", "parse_json", "file_kind", "MAX_JSON_BYTES"]
+
+#: JSON documents (manifests, configs, rules) larger than this are refused (the grok-1 manifest is ~150 KB).
+MAX_JSON_BYTES = 64 * 1024 * 1024
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def file_kind(mode: int) -> str:
+    """What a file of ``mode`` is, in words (``a regular file``, ``a FIFO (named pipe)``, ...)."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def open_regular(path: str | os.PathLike[str], *, what: str = "file", fix: str = "replace it with the real file",
+                 buffering: int = -1) -> IO[bytes]:
+    """Open ``path`` for binary reading if it is a regular file (checked on the opened descriptor).
+
+    Raises:
+        NotRegularFileError: ``path`` is a directory, FIFO, device or socket (one line naming it and ``fix``).
+        FileNotFoundError, PermissionError: as ``open`` does.
+    """
+    name = os.fspath(path)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        if isinstance(exc, (FileNotFoundError, PermissionError)):
+            raise
+        raise NotRegularFileError(f"{name}: cannot open this {what} ({exc.strerror or exc}); {fix}",
+                                  path=name) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFileError(f"{name}: this {what} is {file_kind(mode)}, not a regular file; {fix}",
+                                      path=name, expected="a regular file", actual=file_kind(mode))
+        return os.fdopen(fd, "rb", buffering=buffering)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def parse_json(text: str | bytes, *, source: str, what: str = "JSON file", fix: str = "fix or replace it",
+               error: type[GrokWeightsError] = GrokWeightsError) -> Any:
+    """``json.loads(text)``; any failure raises ``error`` naming ``source``, what is wrong and ``fix``."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        problem = f"is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+    except RecursionError:
+        problem = "is nested too deeply to be read"
+    except UnicodeDecodeError as exc:
+        problem = f"is not UTF-8 text (byte {exc.start})"
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        problem = f"cannot be read ({str(exc).splitlines()[0][:120]})"
+    raise error(f"{source}: {what} {problem}; {fix}", path=source)
+
+
+def read_json(path: str | os.PathLike[str], *, what: str = "JSON file", fix: str = "fix or replace it",
+              error: type[GrokWeightsError] = GrokWeightsError) -> Any:
+    """Read and parse a JSON file (a regular file of at most ``MAX_JSON_BYTES``); errors as :func:`parse_json`."""
+    name = os.fspath(path)
+    try:
+        with open_regular(name, what=what, fix=fix) as f:
+            raw = f.read(MAX_JSON_BYTES + 1)
+    except NotRegularFileError as exc:
+        raise error(exc.message, path=name) from None
+    except OSError as exc:
+        raise error(f"{name}: cannot read this {what} ({exc.strerror or exc}); {fix}", path=name) from None
+    if len(raw) > MAX_JSON_BYTES:
+        raise error(f"{name}: {what} is larger than {MAX_JSON_BYTES} bytes; {fix}", path=name)
+    return parse_json(raw, source=name, what=what, fix=fix, error=error)
