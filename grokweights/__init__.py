@@ -44,6 +44,7 @@ _LAZY = {
     "Seeder": "torrent",
     "MeshSpec": "sharding.mesh", "plan_reshard": "sharding.plan", "ReshardPlan": "sharding.plan",
     "reshard": "store.reshard",
+    "fetch_and_reshard": "stream", "StreamReport": "stream",
     "load": "runtime.load", "open": "runtime.load", "Params": "runtime.load",  # `open` is kept out of __all__
     "forward": "model.transformer",
     "smoke": "runtime.smoke",

@@ -49,12 +49,19 @@ def _spec_text(spec) -> str:
 @click.option("--sync/--no-sync", default=True, show_default=True,
               help="Flush each array's chunks to disk (syncfs) before publishing it.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (arrays, chunking, bytes per device) and write nothing.")
+@click.option("--follow", is_flag=True, help="Convert the shards of SRC as they arrive (hf download, rsync, a network "
+              "file system): each once its size is final and its sha256 matches; ends when all are converted.")
+@click.option("--settle", type=click.FloatRange(min=0), default=2.0, show_default=True, metavar="SECONDS",
+              help="With --follow: how long a shard's size and mtime must stay unchanged before it is read.")
+@click.option("--timeout", type=click.FloatRange(min=1), metavar="SECONDS",
+              help="With --follow: give up after this long without a new complete shard (default: wait).")
 @config_options
 @json_option
 @quiet_option
 def reshard(src: Path, dst: str, mesh_text: str, rules: str, dtype: str, compression: str, jobs: int | None,
-            layers: str | None, manifest_ref: str | None, verify: bool, sync: bool, dry_run: bool,
-            preset_name: str | None, config_file: Path | None, as_json: bool, quiet: bool) -> None:
+            layers: str | None, manifest_ref: str | None, verify: bool, sync: bool, dry_run: bool, follow: bool,
+            settle: float, timeout: float | None, preset_name: str | None, config_file: Path | None, as_json: bool,
+            quiet: bool) -> None:
     """Reshard the official checkpoint SRC into a tensorstore store DST laid out for a mesh.
 
     DST is a local path or a tensorstore URL (memory://, gs://bucket/path, s3://bucket/path). A rerun
@@ -62,6 +69,12 @@ def reshard(src: Path, dst: str, mesh_text: str, rules: str, dtype: str, compres
     """
     from ..store.reshard import reshard as run
 
+    if follow:
+        from ._stream import follow as follow_run
+
+        return follow_run(src, dst, mesh=mesh_text, rules=rules, dtype=dtype, compression=compression, jobs=jobs,
+                          layers=layers, manifest=manifest_ref, sync=sync, poll=min(1.0, settle or 1.0),
+                          settle=settle, timeout=timeout, as_json=as_json, quiet=quiet)
     config = resolve_config(preset_name, config_file)
     with _progress.bar(None, desc="reshard", quiet=quiet or dry_run) as bar:
         report = run(src, dst, mesh_text, rules=rules, dtype=dtype, compression=compression, jobs=jobs,

@@ -19,6 +19,7 @@ import click
 
 from .. import _progress
 from ._common import emit_json, human_bytes, json_option, quiet_option
+from ._stream import check_reshard_options, fetch_reshard, reshard_options
 
 __all__ = ["fetch", "seed", "torrent"]
 
@@ -106,19 +107,32 @@ _seed_time = click.option("--seed-time", type=click.FloatRange(min=0), metavar="
 @click.option("--stall-timeout", type=click.FloatRange(min=1), metavar="SECONDS",
               help="Give up after this many seconds without progress (default: wait).")
 @click.option("--dry-run", is_flag=True, help="Show what would be fetched (files, bytes, free space) and exit.")
+@reshard_options
 @json_option
 @quiet_option
 def fetch(source: str, dest: Path, include: tuple[str, ...], layers: str | None, manifest: str | None,
           peers: tuple[str, ...], web_seeds: tuple[str, ...], listen: str, no_dht: bool,
           max_download_rate: int | None, max_upload_rate: int | None, max_connections: int | None,
           keep_seeding: bool, seed_ratio: float | None, seed_time: float | None, stall_timeout: float | None,
-          dry_run: bool, as_json: bool, quiet: bool) -> None:
+          dry_run: bool, as_json: bool, quiet: bool, **stream: Any) -> None:
     """Download a checkpoint by BitTorrent, resumably, then verify it.
 
     SOURCE is a shipped manifest name (default grok-1), a magnet URI or a .torrent file. With --json, one
-    JSON event per line on stdout (states, completed files, hash failures, a final summary).
+    JSON event per line on stdout (states, completed files, hash failures, a final summary). With --reshard
+    STORE --mesh SPEC, each shard is also converted into the store as soon as it is complete (the same store
+    `reshard` of the download writes); rerun the same command after an interruption.
     """
     from ..torrent import fetch as fetch_checkpoint
+
+    if check_reshard_options(stream):
+        with _interruptible():
+            fetch_reshard(source, dest, stream["reshard_store"], mesh=stream["mesh_text"], rules=stream["rules"],
+                          layers=layers, compression=stream["compression"], discard=stream["discard_source"],
+                          as_json=as_json, quiet=quiet, base_events=_events(False), include=include or None,
+                          manifest=manifest, peers=peers, web_seeds=web_seeds, listen=listen,
+                          discovery=not no_dht, max_download_rate=max_download_rate,
+                          max_upload_rate=max_upload_rate, max_connections=max_connections,
+                          seed=keep_seeding, seed_ratio=seed_ratio, seed_time=seed_time, stall_timeout=stall_timeout)
 
     with _interruptible(), _progress.bar(None, desc="fetch", quiet=quiet or as_json) as bar:
         report = fetch_checkpoint(
@@ -141,6 +155,9 @@ def _show_fetch(report: Any) -> None:
         click.echo(f"{len(report.files)} of {report.total_files} files, {human_bytes(report.selected_bytes)}; "
                    f"{human_bytes(report.needed_bytes)} still to fetch, {human_bytes(report.free_bytes)} free "
                    f"at {report.dest}")
+        if report.extra.get("metadata") == "pending":
+            click.echo(f"from manifest {report.manifest}: the torrent's metadata (its top folder, any files besides "
+                       "the shards) is still to come from peers")
         return
     click.echo(f"{report.name}: {len(report.files)} files, {human_bytes(report.selected_bytes)} in {report.dest} "
                f"({human_bytes(report.downloaded_bytes)} downloaded, {human_bytes(report.resumed_bytes)} already "

@@ -29,6 +29,7 @@ from .._space import free_space, gib
 from ..checkpoint.manifest import load_manifest
 from ..constants import LOCAL_MANIFEST_NAME
 from ..errors import InsufficientSpaceError, UsageError
+from ..store import kv as tskv
 from ..store.lock import writer_lock
 from ..store.specs import kvstore_spec, local_path
 from ..torrent import progressive as tp
@@ -113,10 +114,12 @@ class _Stream:
     def _completed(self, index: int) -> None:
         if index in self.complete or index not in self.files:
             return
-        self.complete.add(index)
         f = self.files[index]
         if f.shard is None and Path(f.path).name == LOCAL_MANIFEST_NAME and self.worker is None:
             self._start_local()
+            if self.worker is None:
+                return  # not yet written out by libtorrent: taken at the next poll
+        self.complete.add(index)
         self._submit_complete()
 
     def _submit_complete(self) -> None:
@@ -199,8 +202,9 @@ class _Stream:
 
     def _preflight(self, selected: list[TorrentFile]) -> None:
         """Room for the store still to write and the source: all of it, or (discarding) the shards in flight."""
-        store_bytes = self.worker.bytes_to_write() if self.worker is not None else 0
         shard_bytes = sum(f.size for f in selected if f.shard is not None and not (self.dest / f.path).exists())
+        # without the manifest yet (it comes with the torrent), the store is about the size of the shards
+        store_bytes = self.worker.bytes_to_write() if self.worker is not None else shard_bytes
         source_bytes = min(shard_bytes, self.budget()) if self.discard else shard_bytes
         store_path = local_path(kvstore_spec(self.store))
         free = (self.options.free_space or free_space)(self.dest)
@@ -265,6 +269,7 @@ def fetch_and_reshard(source: str | os.PathLike[str], dest: str | os.PathLike[st
               "sync": sync, "jobs": jobs}
     stream = _Stream(dest, os.fspath(store), src, options, target, discard_source, convert_progress)
     started = time.monotonic()
+    tskv.context()  # load tensorstore now: a pause in the selection hook, while peers wait, makes them drop us
     with writer_lock(kvstore_spec(store)):
         try:
             report = fetch(source, dest, replace(options, layers=layers, verify=False, check_space=False,

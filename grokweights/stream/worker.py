@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..checkpoint.hashing import sha256_file
-from ..constants import CKPT_DIRNAME
+from ..constants import CKPT_DIRNAME, STORE_INDEX_NAME
 from ..errors import StoreError, VerificationError
 from ..sharding.plan import ArrayPlan, ReshardPlan
 from ..store import kv as tskv
@@ -64,7 +64,10 @@ def open_worker(root: str | os.PathLike[str], dst: str | os.PathLike[str], mesh:
         raise StoreError(f"{dst}: already holds a store for another plan (mesh {existing.get('mesh')}); delete it "
                          "or choose another destination", path=os.fspath(dst), expected=plan.mesh.to_dict(),
                          actual=existing.get("mesh"))
-    return ConversionWorker(plan, manifest, ckpt, dst, **worker)
+    converter = ConversionWorker(plan, manifest, ckpt, dst, **worker)
+    if existing is not None and converter.remaining:  # unfinished again until every array is proven complete
+        tskv.delete_key(converter.kv, STORE_INDEX_NAME, ctx=converter.ctx)
+    return converter
 
 
 def _identity(name: str, ckpt: str, entry: Any) -> dict[str, Any]:
@@ -93,7 +96,7 @@ class ConversionWorker:
     def __init__(self, plan: ReshardPlan, manifest: Any, ckpt: str | os.PathLike[str], dst: str | os.PathLike[str],
                  *, discard: bool = False, sync: bool = True, jobs: int | None = None,
                  on_discard: Callable[[str], None] | None = None, on_event: Event | None = None,
-                 progress: Callable[[int], None] | None = None, retries: int = 3, retry_delay: float = 1.0) -> None:
+                 progress: Callable[[int], None] | None = None, retries: int = 5, retry_delay: float = 0.5) -> None:
         self.plan, self.manifest, self.ckpt, self.dst = plan, manifest, os.fspath(ckpt), dst
         self.discard, self.sync = discard, sync
         self.on_discard = on_discard or (lambda name: None)

@@ -27,17 +27,17 @@ TOP, HIGH, NORMAL = 7, 6, 4
 
 
 def progressive(handle: Any, selected: Iterable[TorrentFile], order: list[str], *, small: int = 16 << 20) -> None:
-    """Priorities for ``selected`` files: non-shard and small files and the first shard of ``order`` (shard paths
-    in the order they will be used) at the top, the next few high, the rest normal; pieces in sequence."""
+    """Priorities for ``selected`` files: non-shard files (the manifest) at the top, then small shards and the first
+    shards of ``order`` (shard paths in the order they are used), then the rest; pieces in sequence."""
     import libtorrent as lt
 
     rank = {shard: i for i, shard in enumerate(order)}
     priorities = list(handle.get_file_priorities())
     for f in selected:
         position = rank.get(f.shard or "", -1)
-        if f.shard is None or f.size <= small or position == 0:
+        if f.shard is None:
             priorities[f.index] = TOP
-        elif position < 4:
+        elif f.size <= small or position < 4:
             priorities[f.index] = HIGH
         else:
             priorities[f.index] = NORMAL
@@ -61,8 +61,12 @@ def flush(handle: Any) -> None:
 
 
 def drop_file(handle: Any, index: int) -> None:
-    """Stop wanting file ``index`` (its pieces are not fetched again)."""
-    handle.file_priority(index, 0)
+    """Stop wanting file ``index`` (its pieces are not fetched again); nothing once the torrent was removed."""
+    try:
+        if handle.is_valid():
+            handle.file_priority(index, 0)
+    except RuntimeError:  # removed from its session meanwhile (the download has ended)
+        pass
 
 
 def stop_uploading(session: Any) -> None:
