@@ -139,7 +139,20 @@ def _fetch_stage(run: _Runner, work: Path, source: Path, manifest: Any) -> Path:
         return report.downloaded_bytes, (f"seeded on 127.0.0.1, fetched by magnet link ({report.infohash[:12]}…), "
                                          f"{len(report.files)} files verified")
 
+    def fetch_reshard() -> tuple[int, str]:
+        from .stream import fetch_and_reshard
+
+        with Seeder(source, listen="127.0.0.1:0", discovery=False) as seeder:
+            report = fetch_and_reshard(seeder.magnet, work / "streamed", work / "streamed-store", DEMO_MESH,
+                                       manifest=manifest, discard_source=True, listen="127.0.0.1:0",
+                                       discovery=False, stall_timeout=120)
+        if not report.ok or not report.discarded:
+            raise TorrentError(f"demo: fetch --reshard did not complete: {report.to_dict()['fetch']['files'][:1]}")
+        return report.bytes_converted, (f"{len(report.converted)} shards converted as they arrived into "
+                                        f"{report.arrays} arrays for mesh {DEMO_MESH}; sources discarded")
+
     run.stage("seed + fetch by magnet", seed_and_fetch)
+    run.stage("fetch + reshard in one pass", fetch_reshard)
     return state["checkpoint"]
 
 

@@ -15,7 +15,8 @@ def test_demo_runs_every_stage(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     stages = {s["name"]: s for s in json.loads(result.stdout)["stages"]}
     assert list(stages) == ["synth", "manifest create", "verify", "verify a corrupted copy",
-                            "seed + fetch by magnet", "reshard", "load", "smoke", "export gguf"]
+                            "seed + fetch by magnet", "fetch + reshard in one pass", "reshard", "load", "smoke",
+                            "export gguf"]
     assert "tensor00005_000" in stages["verify a corrupted copy"]["result"]
     assert "on 8 devices" in stages["load"]["result"]
     assert "checks passed" in stages["smoke"]["result"]
