@@ -15,7 +15,17 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["ModelConfig", "PRESETS", "preset", "ffn_size"]
+__all__ = ["ModelConfig", "PRESETS", "preset", "ffn_size", "MAXIMA"]
+
+
+#: upper bounds of the integer fields (far above Grok-1's 64 layers, 6144 wide, 8 experts, 131072 tokens), so a
+#: config from a file can never ask the layout, a plan or the forward pass for absurd sizes.
+MAXIMA: dict[str, int] = {
+    "num_layers": 1024, "emb_size": 1 << 18, "num_q_heads": 4096, "num_kv_heads": 4096, "key_size": 4096,
+    "num_experts": 4096, "num_selected_experts": 4096, "vocab_size": 1 << 22, "scale_blocks": 1 << 16,
+}
+#: the widening factor's upper bound (Grok-1: 8).
+MAX_WIDENING_FACTOR = 64
 
 
 def ffn_size(emb_size: int, widening_factor: float) -> int:
@@ -63,15 +73,21 @@ class ModelConfig:
         for name in ("num_layers", "emb_size", "num_q_heads", "num_kv_heads", "key_size", "num_experts",
                      "num_selected_experts", "vocab_size", "scale_blocks"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"model config field {name!r} must be a positive integer, got {value!r}",
-                                  expected="positive integer", actual=value)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAXIMA[name]:
+                shown = repr(value) if not isinstance(value, int) or value.bit_length() < 64 else "a huge number"
+                raise ConfigError(f"model config field {name!r} must be a positive integer at most {MAXIMA[name]}, got "
+                                  f"{shown[:40]}", expected=f"1..{MAXIMA[name]}", actual=value)
         for name in ("widening_factor", "embedding_multiplier_scale", "output_multiplier_scale",
                      "attn_output_multiplier"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-                raise ConfigError(f"model config field {name!r} must be a finite number, got {value!r}",
+                raise ConfigError(f"model config field {name!r} must be a finite number, got {str(value)[:40]}",
                                   expected="finite number", actual=value)
+        if not 0 < self.widening_factor <= MAX_WIDENING_FACTOR or self.ffn_size < 8:
+            raise ConfigError(f"model config field 'widening_factor' must be above 0 and at most "
+                              f"{MAX_WIDENING_FACTOR}, and give an expert width of at least 8, got "
+                              f"{self.widening_factor}", expected=f"(0, {MAX_WIDENING_FACTOR}]",
+                              actual=self.widening_factor)
         if self.num_q_heads % self.num_kv_heads:
             raise ConfigError(
                 f"num_q_heads ({self.num_q_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})",

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..constants import shard_name
 from ..errors import ConfigError, LayoutMismatchError, UsageError
-from .config import ModelConfig
+from .config import MAXIMA, ModelConfig
 from .dtypes import ITEMSIZE
 from .pickle_desc import ArrayDesc, QuantizedDesc, ShardDesc
 from .pickle_encode import encoded_size, payload_sizes
@@ -200,21 +200,23 @@ def layer_of(path: str) -> int | None:
 
 def parse_layers(text: str, *, num_layers: int | None = None) -> tuple[int, ...]:
     """Parse ``"0-7,12"`` into sorted layer indices, checking them against ``num_layers``."""
-    layers: set[int] = set()
+    limit = num_layers if num_layers is not None else MAXIMA["num_layers"]
+    shown = text if len(text) <= 60 else text[:60] + "..."
+    ranges = []
     for part in text.replace(" ", "").split(","):
-        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        match = re.fullmatch(r"(\d{1,12})(?:-(\d{1,12}))?", part)
         if not match:
-            raise UsageError(f"bad layer range {part!r} in {text!r}; expected e.g. '0-7' or '0,2,5-9'",
-                             expected="N or N-M, comma separated", actual=text)
+            raise UsageError(f"--layers: bad layer range {part[:30]!r} in {shown!r}; expected e.g. '0-7' or "
+                             "'0,2,5-9'", expected="N or N-M, comma separated", actual=text)
         start = int(match.group(1))
         stop = int(match.group(2)) if match.group(2) is not None else start
         if stop < start:
-            raise UsageError(f"bad layer range {part!r}: {stop} < {start}", actual=text)
-        layers.update(range(start, stop + 1))
-    if num_layers is not None and layers and max(layers) >= num_layers:
-        raise UsageError(f"layer {max(layers)} does not exist: the model has layers 0-{num_layers - 1}",
-                         expected=f"0-{num_layers - 1}", actual=text)
-    return tuple(sorted(layers))
+            raise UsageError(f"--layers: bad layer range {part!r}: {stop} < {start}", actual=text)
+        if stop >= limit:  # checked before anything is built: '0-99999999999' costs nothing
+            raise UsageError(f"--layers: layer {stop} does not exist: the model has layers 0-{limit - 1}",
+                             expected=f"0-{limit - 1}", actual=text)
+        ranges.append((start, stop))
+    return tuple(sorted({i for start, stop in ranges for i in range(start, stop + 1)}))
 
 
 def layer_indices(layers: Iterable[int] | str | None, *, num_layers: int) -> tuple[int, ...]:

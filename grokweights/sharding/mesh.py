@@ -31,8 +31,9 @@ from typing import Any
 
 from ..checkpoint.files import read_json
 from ..errors import MeshError
+from .patterns import check_pattern
 
-__all__ = ["MeshSpec", "Rule", "RuleSet", "GROK1_RULES", "EXPERT_RULES", "BUILTIN_RULES", "load_rules",
+__all__ = ["MAX_DEVICES", "MeshSpec", "Rule", "RuleSet", "GROK1_RULES", "EXPERT_RULES", "BUILTIN_RULES", "load_rules",
            "spec_to_json", "spec_from_json", "shard_factors", "as_mesh_spec", "default_mesh", "complete_mesh",
            "axis_names"]
 
@@ -40,6 +41,10 @@ Entry = None | str | tuple[str, ...]
 Spec = tuple[Entry, ...]
 
 _AXIS_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: the most devices a mesh (and a machine) may have, and the most axes: far beyond any machine, small enough
+#: that nothing sized by them (device lists, factorisations) can exhaust memory.
+MAX_DEVICES = 1 << 20
+MAX_AXES = 16
 
 
 @dataclass(frozen=True)
@@ -51,25 +56,34 @@ class MeshSpec:
     def __post_init__(self) -> None:
         if not self.axes:
             raise MeshError("a mesh needs at least one axis, e.g. 'data=1,model=8'")
+        if len(self.axes) > MAX_AXES:
+            raise MeshError(f"mesh of {len(self.axes)} axes (at most {MAX_AXES}); use fewer axes",
+                            actual=len(self.axes))
         seen = set()
         for name, size in self.axes:
             if not isinstance(name, str) or not _AXIS_RE.fullmatch(name):
                 raise MeshError(f"mesh axis name {name!r} is not an identifier", actual=name)
             if name in seen:
                 raise MeshError(f"mesh axis {name!r} appears twice", actual=name)
-            if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-                raise MeshError(f"mesh axis {name!r} must have a positive integer size, got {size!r}",
-                                expected="positive integer", actual=size)
+            if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_DEVICES:
+                shown = repr(size)[:30]
+                raise MeshError(f"mesh axis {name!r} must have a positive integer size of at most {MAX_DEVICES} "
+                                f"devices, got {shown}; give the mesh the machine has, e.g. 'data=1,model=8'",
+                                expected=f"1..{MAX_DEVICES}", actual=size)
             seen.add(name)
+        if math.prod(self.shape) > MAX_DEVICES:
+            raise MeshError(f"mesh {self} has {math.prod(self.shape)} devices (at most {MAX_DEVICES}); give the "
+                            "mesh the machine has, e.g. 'data=1,model=8'", expected=f"<= {MAX_DEVICES}",
+                            actual=math.prod(self.shape))
 
     @classmethod
     def parse(cls, text: str) -> MeshSpec:
         """Parse ``"data=2,model=4"`` (also ``"expert=8,model=1"``)."""
         axes = []
         for part in text.replace(" ", "").split(","):
-            match = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)=(\d+)", part)
+            match = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]{0,63})=(\d{1,30})", part)
             if not match:
-                raise MeshError(f"bad mesh {text!r}: expected NAME=SIZE pairs such as 'data=2,model=4'",
+                raise MeshError(f"bad mesh {text[:80]!r}: expected NAME=SIZE pairs such as 'data=2,model=4'",
                                 expected="NAME=SIZE,...", actual=text)
             axes.append((match.group(1), int(match.group(2))))
         return cls(tuple(axes))
@@ -198,11 +212,7 @@ class Rule:
     spec: Spec
 
     def __post_init__(self) -> None:
-        try:
-            re.compile(self.pattern)
-        except re.error as exc:
-            raise MeshError(f"rule pattern {self.pattern!r} is not a valid regular expression ({exc})",
-                            actual=self.pattern) from None
+        check_pattern(self.pattern)
 
     def matches(self, key: str) -> bool:
         return re.fullmatch(self.pattern, key) is not None
@@ -249,7 +259,12 @@ class RuleSet:
             if not isinstance(item, dict) or not isinstance(item.get("pattern"), str) or "spec" not in item:
                 raise MeshError(f"{source}: rule {i} must be an object with 'pattern' (string) and 'spec' (list)",
                                 path=source, actual=item)
-            rules.append(Rule(item["pattern"], spec_from_json(item["spec"], where=f"{source}: rule {i}")))
+            try:
+                rules.append(Rule(item["pattern"], spec_from_json(item["spec"], where=f"{source}: rule {i}")))
+            except MeshError as exc:
+                if exc.message.startswith(source):
+                    raise
+                raise MeshError(f"{source}: rule {i}: {exc.message}", path=source, actual=exc.actual) from None
         return cls(str(data.get("name", Path(source).stem)), tuple(rules))
 
 

@@ -22,7 +22,7 @@ from ..checkpoint.config import ModelConfig
 from ..checkpoint.dtypes import ITEMSIZE
 from ..checkpoint.layout import layer_indices, layout
 from ..errors import MeshError, UsageError
-from .mesh import MeshSpec, RuleSet, as_mesh_spec, axis_names, complete_mesh, load_rules, shard_factors
+from .mesh import MAX_DEVICES, MeshSpec, RuleSet, as_mesh_spec, axis_names, complete_mesh, load_rules, shard_factors
 from .plan import ReshardPlan, plan_reshard
 
 __all__ = ["plan_memory", "MachinePlan", "MeshOption", "activation_bytes", "GiB", "ACTIVATION_MARGIN",
@@ -167,11 +167,30 @@ def _activation_total(acts: dict[str, int]) -> int:
     return int(sum(acts.values()) * ACTIVATION_MARGIN)
 
 
+#: at most this many meshes of the machine's devices are sized as alternatives (a highly composite device
+#: count over three axes has thousands).
+MAX_OPTIONS = 256
+
+
+def _divisors(n: int) -> list[int]:
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
 def _factorisations(devices: int, names: tuple[str, ...]) -> Iterable[MeshSpec]:
-    divisors = [d for d in range(1, devices + 1) if devices % d == 0]
-    for sizes in itertools.product(divisors, repeat=len(names)):
-        if math.prod(sizes) == devices:
-            yield MeshSpec(tuple(zip(names, sizes, strict=True)))
+    """The meshes over ``names`` whose sizes multiply to ``devices`` (the first ``MAX_OPTIONS``)."""
+    def split(n: int, axes: int) -> Iterable[tuple[int, ...]]:
+        if axes == 1:
+            yield (n,)
+            return
+        for d in _divisors(n):
+            for rest in split(n // d, axes - 1):
+                yield (d, *rest)
+
+    if not names:
+        return
+    for sizes in itertools.islice(split(devices, len(names)), MAX_OPTIONS):
+        yield MeshSpec(tuple(zip(names, sizes, strict=True)))
 
 
 def _fits(total: int, memory: int | None) -> bool | None:
@@ -209,6 +228,9 @@ def plan_memory(config: ModelConfig, mesh: MeshSpec | str, *, rules: RuleSet | s
         raise UsageError(f"batch and length must be positive, got {batch} and {length}", actual=[batch, length])
     chosen = layer_indices(layers, num_layers=config.num_layers)
     devices = mesh.size if devices is None else devices
+    if not 1 <= devices <= MAX_DEVICES:
+        raise UsageError(f"--devices {devices}: a machine of 1 to {MAX_DEVICES} devices, please",
+                         expected=f"1..{MAX_DEVICES}", actual=devices)
     kw = dict(batch=batch, length=length, dtype=dtype, store_dtype=store_dtype)
     reshard, weights, acts = _sized(config, mesh, rules, chosen, **kw)
     total = weights + _activation_total(acts)

@@ -1,0 +1,77 @@
+"""Hostile command-line input: sizes without bounds, regexes that backtrack, outputs that would overwrite.
+
+Each case runs the CLI in a subprocess under a memory limit and a timeout and must fail cleanly: exit code 1
+or 2, one error line naming the option or file and the fix, no traceback, nothing written outside the
+destination.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from grokweights.checkpoint.config import preset
+from grokweights.checkpoint.layout import parse_layers
+from grokweights.errors import ConfigError, MeshError, UsageError
+from grokweights.sharding.mesh import MeshSpec, Rule
+from tests.hostile import assert_clean_failure, assert_tree_unchanged, run_cli, tree_state
+
+
+def _config_file(tmp_path, **fields):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**preset("tiny").to_dict(), **fields}))
+    return path
+
+
+# ----------------------------------------------------------------------------- sizes from input
+
+
+def test_parse_layers_checks_before_building():
+    with pytest.raises(UsageError, match="does not exist"):
+        parse_layers("0-99999999999", num_layers=64)
+    with pytest.raises(UsageError, match="does not exist"):
+        parse_layers("0-99999999999")  # no model given: still bounded
+    assert parse_layers("0-2,5", num_layers=8) == (0, 1, 2, 5)
+
+
+@pytest.mark.parametrize("args, names", [
+    (["plan", "--mesh", "data=1,model=8", "--layers", "0-99999999999"], "--layers"),
+    (["plan", "--mesh", "data=1,model=8", "--devices", "99999999999"], "--devices"),
+    (["plan", "--mesh", "data=1,model=8,unused=100000000000000000000"], "unused"),
+    (["plan", "--mesh", "data=1,model=8", "--preset", "tiny", "--layers", "0-99999999999"], "--layers"),
+], ids=["layers", "devices", "mesh-axis", "layers-tiny"])
+def test_plan_sizes(args, names):
+    assert_clean_failure(run_cli(args, timeout=30), names=names)
+
+
+def test_mesh_and_config_bounds():
+    with pytest.raises(MeshError, match="at most"):
+        MeshSpec.parse("data=1,model=8,unused=100000000000000000000")
+    with pytest.raises(MeshError, match="devices"):
+        MeshSpec.parse("a=1024,b=1024,c=2")
+    with pytest.raises(ConfigError, match="num_layers"):
+        preset("tiny").with_layers(1).__class__(**{**preset("tiny").to_dict(), "num_layers": 100_000_000})
+
+
+@pytest.mark.parametrize("command", ["inspect", "plan", "reshard"])
+def test_config_with_absurd_num_layers(tmp_path, tiny_checkpoint, command):
+    config = _config_file(tmp_path, num_layers=100_000_000)
+    args = {"inspect": ["inspect", tiny_checkpoint, "--config", config],
+            "plan": ["plan", "--mesh", "data=1,model=8", "--config", config],
+            "reshard": ["reshard", tiny_checkpoint, tmp_path / "store", "--mesh", "data=1,model=1", "--config",
+                        config]}[command]
+    result = run_cli(args, timeout=60, memory=None if command == "reshard" else 2 << 30)
+    assert_clean_failure(result, names=[str(config), "num_layers"])
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize("pattern", ["(a+)+$", "(x|x)" * 24 + "y", ".*.*.*.*.*z", "(?=t)transformer/.*",
+                                     "a" * 300])
+def test_rules_that_could_backtrack(tmp_path, pattern):
+    with pytest.raises(MeshError):
+        Rule(pattern, (None,))
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"name": "evil", "rules": [{"pattern": pattern, "spec": []}]}))
+    result = run_cli(["plan", "--mesh", "data=1,model=8", "--rules", rules], timeout=30)
+    assert_clean_failure(result, names=[str(rules), "rule pattern"], fix="simplify")
