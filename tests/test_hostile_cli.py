@@ -75,3 +75,71 @@ def test_rules_that_could_backtrack(tmp_path, pattern):
     rules.write_text(json.dumps({"name": "evil", "rules": [{"pattern": pattern, "spec": []}]}))
     result = run_cli(["plan", "--mesh", "data=1,model=8", "--rules", rules], timeout=30)
     assert_clean_failure(result, names=[str(rules), "rule pattern"], fix="simplify")
+
+
+# ------------------------------------------------------------------------- one line, not a traceback
+
+
+def test_non_numeric_free_space_override(tmp_path):
+    result = run_cli(["synth", "--out", tmp_path / "out"], env={"GROKWEIGHTS_FREE_SPACE_BYTES": "lots"}, timeout=30)
+    assert_clean_failure(result, names="GROKWEIGHTS_FREE_SPACE_BYTES", fix="unset it")
+    assert not (tmp_path / "out" / "ckpt-0").exists() or not any((tmp_path / "out" / "ckpt-0").iterdir())
+
+
+def test_synth_on_a_full_disk_writes_nothing(tmp_path):
+    result = run_cli(["synth", "--out", tmp_path / "out"], env={"GROKWEIGHTS_FREE_SPACE_BYTES": "1000"}, timeout=30)
+    assert_clean_failure(result, names="free space", fix="--out")
+    assert not list((tmp_path / "out").rglob("tensor*"))
+
+
+@pytest.mark.parametrize("args, names", [
+    (["--batch", "100000000"], "--batch"),
+    (["--host-devices", "100000"], "--host-devices"),
+    (["--tokens", ",".join(["1"] * 2000), "--batch", "1000"], "--batch"),
+    (["--save-expect", "no/such/folder/fp.json"], "--save-expect"),
+], ids=["batch", "host-devices", "tokens", "save-expect"])
+def test_smoke_refuses_before_running(tiny_checkpoint, tmp_path, args, names):
+    before = tree_state(tiny_checkpoint)
+    result = run_cli(["smoke", tiny_checkpoint, *args], cwd=tmp_path, timeout=60, memory=None)
+    assert_clean_failure(result, names=names, codes=(2,))
+    assert_tree_unchanged(tiny_checkpoint, before)
+    assert not list(tmp_path.rglob("fp.json"))
+
+
+# ------------------------------------------------------------------------------- nothing overwritten
+
+
+def test_synth_refuses_an_existing_checkpoint(tiny_checkpoint):
+    before = tree_state(tiny_checkpoint)
+    result = run_cli(["synth", "--preset", "tiny", "--layers", "1", "--seed", "5", "--out", tiny_checkpoint],
+                     timeout=60)
+    assert_clean_failure(result, names=str(tiny_checkpoint / "ckpt-0"), fix="--force")
+    assert_tree_unchanged(tiny_checkpoint, before)
+
+
+def test_synth_force_replaces_the_whole_checkpoint(tiny_checkpoint):
+    result = run_cli(["synth", "--preset", "tiny", "--layers", "1", "--seed", "5", "--out", tiny_checkpoint,
+                      "--force", "-q"], timeout=60)
+    assert result.returncode == 0, result
+    assert len(list((tiny_checkpoint / "ckpt-0").glob("tensor*"))) == 14  # 2 + 12 x 1 layer, none left over
+    assert run_cli(["verify", tiny_checkpoint], timeout=60).returncode == 0
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_manifest_create_never_writes_onto_a_shard(tiny_checkpoint, force):
+    shard = tiny_checkpoint / "ckpt-0" / "tensor00000_000"
+    before = tree_state(tiny_checkpoint)
+    result = run_cli(["manifest", "create", tiny_checkpoint, "-o", shard, *(["--force"] if force else [])],
+                     timeout=60)
+    assert_clean_failure(result, names=str(shard), fix="-o")
+    assert_tree_unchanged(tiny_checkpoint, before)
+
+
+def test_manifest_create_refuses_an_existing_output(tiny_checkpoint, tmp_path):
+    out = tmp_path / "m.json"
+    out.write_text("mine")
+    result = run_cli(["manifest", "create", tiny_checkpoint, "-o", out], timeout=60)
+    assert_clean_failure(result, names=str(out), fix="--force")
+    assert out.read_text() == "mine"
+    assert run_cli(["manifest", "create", tiny_checkpoint, "-o", out, "--force", "-q"], timeout=60).returncode == 0
+    assert json.loads(out.read_text())["schema"] == "grokweights.manifest"

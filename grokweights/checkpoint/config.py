@@ -75,8 +75,8 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAXIMA[name]:
                 shown = repr(value) if not isinstance(value, int) or value.bit_length() < 64 else "a huge number"
-                raise ConfigError(f"model config field {name!r} must be a positive integer at most {MAXIMA[name]}, got "
-                                  f"{shown[:40]}", expected=f"1..{MAXIMA[name]}", actual=value)
+                raise ConfigError(f"model config field {name!r} must be a positive integer at most {MAXIMA[name]}, "
+                                  f"got {shown[:40]}", expected=f"1..{MAXIMA[name]}", actual=value)
         for name in ("widening_factor", "embedding_multiplier_scale", "output_multiplier_scale",
                      "attn_output_multiplier"):
             value = getattr(self, name)

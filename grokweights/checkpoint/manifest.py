@@ -127,7 +127,9 @@ class Manifest:
 
 
 def _fail(source: str, where: str, expected: str, actual: Any) -> ManifestError:
-    shown = json.dumps(actual) if not isinstance(actual, str) else repr(actual)
+    if isinstance(actual, int) and not isinstance(actual, bool) and actual.bit_length() > 64:
+        actual = f"an integer of {actual.bit_length()} bits"
+    shown = json.dumps(actual)[:80] if not isinstance(actual, str) else repr(actual[:80])
     return ManifestError(f"{source}: {where}: expected {expected}, found {shown[:80]}", path=source,
                          expected=expected, actual=actual)
 
@@ -146,16 +148,27 @@ def _get(data: dict, key: str, kind: type, source: str, where: str, *, optional:
     return value
 
 
+#: the largest shard size a manifest may state (2^50 bytes; Grok-1's largest shard is 2^31.6).
+MAX_SHARD_SIZE = 1 << 50
+
+
+def _normal_path(path: str) -> bool:
+    """A relative POSIX path with no empty, '.' or '..' part, no NUL and no backslash."""
+    return (bool(path) and "\0" not in path and "\\" not in path and not path.startswith("/")
+            and all(part not in ("", ".", "..") for part in path.split("/")))
+
+
 def _parse_shard(item: Any, i: int, source: str) -> ShardEntry:
     where = f"shards[{i}]"
     if not isinstance(item, dict):
         raise _fail(source, where, "an object", item)
     path = _get(item, "path", str, source, f"{where}.")
-    if path.startswith("/") or ".." in Path(path).parts:
-        raise _fail(source, f"{where}.path", "a relative path inside the checkpoint", path)
+    if not _normal_path(path):
+        raise _fail(source, f"{where}.path", "a relative path inside the checkpoint, normalised, such as "
+                    "ckpt-0/tensor00000_000 (no empty, '.' or '..' parts, no NUL or backslash)", path)
     size = _get(item, "size", int, source, f"{where}.")
-    if size < 0:
-        raise _fail(source, f"{where}.size", "a non-negative integer", size)
+    if not 0 <= size <= MAX_SHARD_SIZE:
+        raise _fail(source, f"{where}.size", f"an integer from 0 to {MAX_SHARD_SIZE}", size)
     sha = _get(item, "sha256", str, source, f"{where}.", optional=True)
     if sha is not None and not _SHA256_RE.fullmatch(sha):
         raise _fail(source, f"{where}.sha256", "64 lowercase hex digits or null", sha)
@@ -176,7 +189,7 @@ def _parse(data: Any, source: str) -> Manifest:
     if data.get("schema") != SCHEMA:
         raise _fail(source, "schema", repr(SCHEMA), data.get("schema"))
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version != SCHEMA_VERSION or not isinstance(version, int) or isinstance(version, bool):
         raise _fail(source, "schema_version", f"{SCHEMA_VERSION} (this grokweights reads version "
                     f"{SCHEMA_VERSION}; upgrade grokweights for newer manifests)", version)
     name = _get(data, "name", str, source, "")

@@ -20,6 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .._space import require_space
+from ..constants import CKPT_DIRNAME, SHARD_RE
+from ..errors import UsageError
 from .config import ModelConfig
 from .dtypes import bfloat16
 from .layout import TensorSpec, layout
@@ -80,8 +83,26 @@ def synth_value(spec: TensorSpec, config: ModelConfig, seed: int = 0) -> ShardVa
     return (2.0 / math.sqrt(spec.shape[0]) * rng.standard_normal(spec.shape)).astype(np.float32)
 
 
+def _prepare(out_dir: Path, specs: list[TensorSpec], force: bool) -> None:
+    """Refuse an existing checkpoint (unless ``force``: its shard files are then removed) and a full disk,
+    before anything is written."""
+    ckpt = out_dir / CKPT_DIRNAME
+    existing = sorted(ckpt.iterdir()) if ckpt.is_dir() else []
+    if existing and not force:
+        raise UsageError(f"{ckpt} already holds {len(existing)} file(s); refusing to overwrite a checkpoint: "
+                         "choose another --out or pass --force to replace it", path=str(ckpt))
+    needed = sum(s.expected_file_size for s in specs)
+    if force:
+        needed -= sum(p.stat().st_size for p in existing if SHARD_RE.fullmatch(p.name) and p.is_file())
+    require_space(out_dir, max(0, needed), what="for the synthetic checkpoint",
+                  hint="free space, choose another --out or a smaller --preset/--layers")
+    for path in existing:
+        if force and SHARD_RE.fullmatch(path.name) and path.is_file():
+            path.unlink()
+
+
 def synthesize(out_dir: str | os.PathLike[str], config: ModelConfig, *, seed: int = 0,
-               numpy_module: str = NUMPY1_MODULE,
+               numpy_module: str = NUMPY1_MODULE, force: bool = False,
                progress: Callable[[int], None] | None = None) -> Path:
     """Write a synthetic checkpoint for ``config`` to ``out_dir/ckpt-0``; returns that directory.
 
@@ -90,9 +111,15 @@ def synthesize(out_dir: str | os.PathLike[str], config: ModelConfig, *, seed: in
         config: the model to synthesize (``preset("grok-1", layers=1)`` for one full-width layer).
         seed: values are a pure function of the seed and the tensor.
         numpy_module: the numpy spelling in the pickle stream (the release's numpy 1.x by default).
+        force: replace the shard files of a checkpoint already in ``out_dir/ckpt-0`` (otherwise refused).
         progress: called with the byte count of each shard written.
+
+    Raises:
+        UsageError: ``out_dir/ckpt-0`` is not empty (without ``force``).
+        InsufficientSpaceError: the checkpoint does not fit (checked before anything is written).
     """
     specs = layout(config)
+    _prepare(Path(out_dir), specs, force)
 
     def on_written(spec: TensorSpec, size: int) -> None:
         logger.debug("wrote %s (%d bytes)", spec.file, size)

@@ -22,16 +22,21 @@ from ._common import config_options, emit_json, human_bytes, json_option, quiet_
               help="Folder to write ckpt-0/ into.")
 @click.option("--manifest/--no-manifest", "write_manifest", default=True, show_default=True,
               help=f"Also hash it into {LOCAL_MANIFEST_NAME} beside ckpt-0/.")
+@click.option("--force", is_flag=True, help="Replace a checkpoint already in --out (refused otherwise).")
 @quiet_option
-def synth(preset_name: str, layers: int | None, seed: int, out_dir: Path, write_manifest: bool, quiet: bool) -> None:
-    """Write a synthetic checkpoint in the exact official format."""
+def synth(preset_name: str, layers: int | None, seed: int, out_dir: Path, write_manifest: bool, force: bool,
+          quiet: bool) -> None:
+    """Write a synthetic checkpoint in the exact official format.
+
+    Refuses a non-empty OUT/ckpt-0 without --force, and a disk without room, before writing anything.
+    """
     from ..checkpoint.manifest_ops import create_manifest
     from ..checkpoint.synth import synthesize
 
     config = get_preset(preset_name, layers=layers)
     total = sum(s.expected_file_size for s in layout(config))
     with _progress.bar(total, desc="synth", quiet=quiet) as bar:
-        ckpt = synthesize(out_dir, config, seed=seed, progress=bar.update)
+        ckpt = synthesize(out_dir, config, seed=seed, force=force, progress=bar.update)
     click.echo(f"wrote {len(layout(config))} shards ({human_bytes(total)}) to {ckpt}")
     if write_manifest:
         with _progress.bar(total, desc="sha256", quiet=quiet) as bar:
@@ -81,13 +86,15 @@ def manifest() -> None:
 @click.option("--name", help="Name recorded in the manifest (default: the folder's name).")
 @config_options
 @click.option("--jobs", type=click.IntRange(min=1), help="Files hashed in parallel (default: CPUs).")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file (never a checkpoint's shard).")
 @quiet_option
 def manifest_create(checkpoint: Path, output: Path, name: str | None, preset_name: str | None,
-                    config_file: Path | None, jobs: int | None, quiet: bool) -> None:
+                    config_file: Path | None, jobs: int | None, force: bool, quiet: bool) -> None:
     """Hash a local checkpoint into a manifest (sizes, sha256, model config)."""
-    from ..checkpoint.manifest_ops import create_manifest
+    from ..checkpoint.manifest_ops import check_output, create_manifest
     from ..checkpoint.paths import checkpoint_bytes
 
+    check_output(output, force=force)
     config = resolve_config(preset_name, config_file)
     total = checkpoint_bytes(checkpoint)
     with _progress.bar(total, desc="sha256", quiet=quiet) as bar:

@@ -9,6 +9,29 @@ import click
 from ._common import config_options, emit_json, human_bytes, json_option, resolve_config, table
 
 GiB = 1024**3
+#: bounds of a smoke run's input: sequences, tokens in all (batch x length), simulated CPU devices (XLA's host
+#: platform crashes far above this).
+MAX_BATCH = 4096
+MAX_TOKENS = 1 << 20
+MAX_HOST_DEVICES = 4096
+
+
+def _check_outputs(save_expect: Path | None) -> None:
+    """Refuse, before the run, a --save-expect whose folder does not exist."""
+    if save_expect is not None and not save_expect.parent.is_dir():
+        raise click.BadParameter(f"{save_expect}: folder {save_expect.parent} does not exist; create it or choose "
+                                 "another file", param_hint="--save-expect")
+
+
+def _check_tokens(tokens, batch: int | None) -> None:
+    """Refuse, before loading anything, more tokens than a smoke run may hold."""
+    if not tokens:
+        return
+    sequences = batch or len(tokens)
+    length = max(len(row) for row in tokens)
+    if sequences * length > MAX_TOKENS:
+        raise click.BadParameter(f"{sequences} sequences of {length} tokens is more than {MAX_TOKENS} tokens; "
+                                 "use a smaller --batch or fewer --tokens", param_hint="--batch")
 
 
 def _gib(value: float | None) -> int | None:
@@ -118,7 +141,8 @@ def _render_report(report) -> None:
 @click.option("--tokenizer", type=click.Path(dir_okay=False, path_type=Path),
               help="SentencePiece tokenizer.model for --prompt and for decoding the top tokens.")
 @click.option("--tokens", "tokens_text", help="Token ids instead of a prompt: 1,2,3 or 1,2,3;4,5,6 for a batch.")
-@click.option("--batch", type=click.IntRange(min=1), help="Run this many sequences (the given ones, repeated).")
+@click.option("--batch", type=click.IntRange(min=1, max=MAX_BATCH), help="Run this many sequences (the given ones, "
+              f"repeated; at most {MAX_BATCH}, and {MAX_TOKENS} tokens in all).")
 @click.option("--dtype", type=click.Choice(["bfloat16", "float32"]), default="bfloat16", show_default=True,
               help="Compute dtype (float32 for tight comparisons).")
 @click.option("--check-mesh", help="Also run on this mesh ('single' for one device) and compare the logits.")
@@ -128,7 +152,8 @@ def _render_report(report) -> None:
               help="Fingerprint file the logits must match (written earlier with --save-expect).")
 @click.option("--save-expect", type=click.Path(dir_okay=False, path_type=Path),
               help="Write this run's logits fingerprint here.")
-@click.option("--host-devices", type=click.IntRange(min=1), help="Simulate this many CPU devices (for machines "
+@click.option("--host-devices", type=click.IntRange(min=1, max=MAX_HOST_DEVICES), help="Simulate this many CPU "
+              f"devices (at most {MAX_HOST_DEVICES}; for machines "
               "without accelerators; same as XLA_FLAGS=--xla_force_host_platform_device_count=N).")
 @click.option("--dry-run", is_flag=True, help="Only size the run for this machine (see `grokweights plan`).")
 @click.option("--device-memory", type=click.FloatRange(min=0, min_open=True),
@@ -150,9 +175,11 @@ def smoke(store: str, mesh_text: str | None, layers: str | None, prompt: str | N
     from ..runtime.smoke import simulate_cpu_devices, smoke_plan
     from ..runtime.smoke import smoke as run_smoke
 
+    _check_outputs(save_expect)
     if host_devices is not None:
         simulate_cpu_devices(host_devices)
     tokens = parse_token_ids(tokens_text) if tokens_text is not None else None
+    _check_tokens(tokens, batch)
     config = resolve_config(preset_name, config_file)
     common = dict(mesh=mesh_text, layers=layers, tokens=tokens, prompt=prompt, tokenizer=tokenizer, batch=batch,
                   dtype=dtype, config=config)
