@@ -8,6 +8,8 @@ destination.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -143,3 +145,19 @@ def test_manifest_create_refuses_an_existing_output(tiny_checkpoint, tmp_path):
     assert out.read_text() == "mine"
     assert run_cli(["manifest", "create", tiny_checkpoint, "-o", out, "--force", "-q"], timeout=60).returncode == 0
     assert json.loads(out.read_text())["schema"] == "grokweights.manifest"
+
+
+# ---------------------------------------------------------------------------------------- start-up
+
+
+@pytest.mark.parametrize("args", [["--help"], ["inspect", "{ckpt}"], ["verify", "{ckpt}", "-q"],
+                                  ["verify", "{ckpt}", "--deep", "-q"]], ids=["help", "inspect", "verify", "deep"])
+def test_start_up_does_not_import_ml_dtypes(tiny_checkpoint, args):
+    """Parsing headers (bfloat16 scales included) and sizing the layout use dtype names: no ml_dtypes (0.5 s)."""
+    argv = [a.format(ckpt=tiny_checkpoint) for a in args]
+    code = ("import sys\nfrom grokweights.cli import main\nsys.argv = ['grokweights', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+            "heavy = sorted(m for m in ('ml_dtypes', 'jax', 'tensorstore', 'libtorrent') if m in sys.modules)\n"
+            "print('HEAVY', heavy, file=sys.stderr)\n")
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
+    assert "HEAVY []" in result.stderr, result.stderr[-2000:]
