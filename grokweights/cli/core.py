@@ -8,7 +8,6 @@ import click
 
 from .. import _progress
 from ..checkpoint.config import preset as get_preset
-from ..checkpoint.layout import layout
 from ..constants import LOCAL_MANIFEST_NAME
 from ._common import config_options, emit_json, human_bytes, json_option, quiet_option, resolve_config, table
 
@@ -30,6 +29,7 @@ def synth(preset_name: str, layers: int | None, seed: int, out_dir: Path, write_
 
     Refuses a non-empty OUT/ckpt-0 without --force, and a disk without room, before writing anything.
     """
+    from ..checkpoint.layout import layout
     from ..checkpoint.manifest_ops import create_manifest
     from ..checkpoint.synth import synthesize
 
