@@ -2,8 +2,8 @@
 
 The public API, over one package per stage (see ``docs/architecture.md``): :mod:`.checkpoint` (the
 official format, numpy only), :mod:`.torrent` (libtorrent), :mod:`.sharding` (pure plans), :mod:`.store`
-(tensorstore), :mod:`.model` (jax), :mod:`.runtime` (load and smoke). The format core is imported with
-this package; the stages with heavy dependencies are imported on first use of their names here.
+(tensorstore), :mod:`.model` (jax), :mod:`.runtime` (load and smoke). Every name is imported on its first
+use, so ``import grokweights`` (and ``grokweights --help``) costs almost nothing.
 """
 
 from __future__ import annotations
@@ -11,9 +11,6 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .checkpoint.config import PRESETS, ModelConfig, preset
-from .checkpoint.layout import TensorSpec, layout
-from .checkpoint.shards import LazyArray, QuantizedWeight8bit, read_header, read_shard, write_checkpoint, write_shard
 from .errors import (
     ConfigError,
     GrokWeightsError,
@@ -34,6 +31,10 @@ __version__ = "0.1.0"
 
 #: public name -> module that defines it, imported lazily (heavy dependencies live there).
 _LAZY = {
+    "ModelConfig": "checkpoint.config", "PRESETS": "checkpoint.config", "preset": "checkpoint.config",
+    "TensorSpec": "checkpoint.layout", "layout": "checkpoint.layout",
+    "LazyArray": "checkpoint.shards", "QuantizedWeight8bit": "checkpoint.shards", "read_header": "checkpoint.shards",
+    "read_shard": "checkpoint.shards", "write_checkpoint": "checkpoint.shards", "write_shard": "checkpoint.shards",
     "Manifest": "checkpoint.manifest", "ShardEntry": "checkpoint.manifest", "load_manifest": "checkpoint.manifest",
     "create_manifest": "checkpoint.manifest_ops", "pin_manifest": "checkpoint.manifest_ops",
     "pin_from_torrent": "checkpoint.manifest_ops", "pin_from_hub": "checkpoint.manifest_ops",
@@ -52,8 +53,6 @@ _LAZY = {
 }
 
 __all__ = [
-    "ModelConfig", "PRESETS", "preset", "TensorSpec", "layout", "QuantizedWeight8bit", "LazyArray",
-    "read_header", "read_shard", "write_shard", "write_checkpoint",
     "GrokWeightsError", "UsageError", "ConfigError", "ShardFormatError", "UnsafePickleError",
     "LayoutMismatchError", "ManifestError", "VerificationError", "InsufficientSpaceError", "TorrentError",
     "MeshError", "StoreError", "SmokeError", *(name for name in _LAZY if name != "open"),

@@ -18,7 +18,8 @@ def test_functions_that_share_a_module_name_stay_functions():
         importlib.import_module(f"grokweights.{package}.{name}")
         assert callable(getattr(grokweights, name)), name
         assert getattr(grokweights, name).__name__ == name
-        assert getattr(importlib.import_module(f"grokweights.{package}"), name).__name__ == name
+        if package != "checkpoint":  # the lazy format-core face leaves its module names to the modules
+            assert getattr(importlib.import_module(f"grokweights.{package}"), name).__name__ == name
 
 
 def test_the_format_core_does_not_import_heavy_stages():

@@ -10,21 +10,32 @@ those are absent. Modules: :mod:`.config` (ModelConfig, presets), :mod:`.dtypes`
 
 from __future__ import annotations
 
-from .config import PRESETS, ModelConfig, preset
-from .inspection import InspectReport, checkpoint_config, infer_config, inspect_checkpoint
-from .layout import TensorSpec, layer_indices, layout
-from .manifest import Manifest, ShardEntry, Sources, find_local_manifest, load_manifest
-from .manifest_ops import create_manifest, pin_manifest
-from .paths import resolve_checkpoint_dir
-from .quant import dequantize
-from .shards import LazyArray, QuantizedWeight8bit, read_header, read_shard, write_checkpoint, write_shard
-from .synth import synthesize
-from .verify import ShardResult, VerifyReport, verify
+import importlib
+from typing import Any
 
-__all__ = [
-    "ModelConfig", "PRESETS", "preset", "TensorSpec", "layout", "layer_indices", "QuantizedWeight8bit",
-    "LazyArray", "read_header", "read_shard", "write_shard", "write_checkpoint", "dequantize", "synthesize",
-    "resolve_checkpoint_dir", "Manifest", "ShardEntry", "Sources", "load_manifest", "find_local_manifest",
-    "create_manifest", "pin_manifest", "inspect_checkpoint", "InspectReport", "infer_config", "checkpoint_config",
-    "verify", "VerifyReport", "ShardResult",
-]
+#: public name -> module defining it, imported on first use (so ``import grokweights`` costs almost nothing and
+#: ``grokweights --help`` does not import numpy). ``verify`` is the module here; the function is
+#: ``grokweights.verify`` (or ``grokweights.checkpoint.verify.verify``).
+_NAMES = {
+    "ModelConfig": "config", "PRESETS": "config", "preset": "config",
+    "InspectReport": "inspection", "checkpoint_config": "inspection", "infer_config": "inspection",
+    "inspect_checkpoint": "inspection",
+    "TensorSpec": "layout", "layer_indices": "layout", "layout": "layout",
+    "Manifest": "manifest", "ShardEntry": "manifest", "Sources": "manifest", "find_local_manifest": "manifest",
+    "load_manifest": "manifest", "create_manifest": "manifest_ops", "pin_manifest": "manifest_ops",
+    "resolve_checkpoint_dir": "paths", "dequantize": "quant",
+    "LazyArray": "shards", "QuantizedWeight8bit": "shards", "read_header": "shards", "read_shard": "shards",
+    "write_checkpoint": "shards", "write_shard": "shards", "synthesize": "synth",
+    "ShardResult": "verify", "VerifyReport": "verify",
+}
+
+__all__ = list(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    module = _NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'grokweights.checkpoint' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
