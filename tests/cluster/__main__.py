@@ -109,9 +109,11 @@ def main() -> int:
     print(f"\n{report.table(runs)}\n")
     failed = False
     for target, met, figures in report.targets(runs):
-        timing = target.startswith("swarm")
+        # timing depends on the machine's load; at the short run's 48 MB, pieces straddling a neighbour's
+        # layer weigh more than 10 % of a one-layer share: both are reported, and fail only with --strict
+        soft = target.startswith("swarm") or (args.short and target.startswith("per-host"))
         print(f"{'met   ' if met else 'MISSED'}  {target}: {figures}")
-        failed |= not met and (args.strict or not timing)
+        failed |= not met and (args.strict or not soft)
     print(f"\nresults and plot in {args.out}; {time.monotonic() - start:.0f} s in all")
     return 1 if failed else 0
 
