@@ -5,8 +5,9 @@ boundaries; still, a file is proven when every piece that overlaps it passes, an
 piece (its *boundary* pieces) need bytes of a neighbour. Every other piece of the file is *interior*.
 
 Planning is pure (:func:`file_pieces`, :func:`map_copy`); execution (:class:`PieceHasher`) reads each file
-once, in order, into a few reused buffers, and hashes on worker threads (hashlib releases the GIL on large
-buffers): SHA-1 per piece, and sha256 of the file for pinning. :func:`check_copy` runs it over a copy in
+once, in order, into a few reused buffers: SHA-1 per piece on the reading thread, and sha256 of the file
+(for pinning) on a worker thread at the same time (hashlib releases the GIL on large buffers).
+:func:`check_copy` runs it over a copy in
 torrent order, and :func:`decide` turns the per-piece results into per-file verdicts:
 
 - a failing interior piece fails its file;
@@ -177,12 +178,11 @@ class FileCheck:
 
 
 class PieceHasher:
-    """Reads files into reused buffers and hashes them on worker threads; use as a context manager."""
+    """Reads files into reused buffers; SHA-1 on the reading thread, sha256 on a worker; a context manager."""
 
     def __init__(self, *, chunk_bytes: int = CHUNK_BYTES, buffers: int = 3) -> None:
         self.chunk_bytes = chunk_bytes
         self.nbuf = buffers
-        self._sha1 = ThreadPoolExecutor(2, thread_name_prefix="sha1")
         self._sha256 = ThreadPoolExecutor(1, thread_name_prefix="sha256")  # one thread keeps updates in order
         self._buffers: list[bytearray] = []
         self._busy: list[list[Future]] = []
@@ -195,7 +195,6 @@ class PieceHasher:
         self.close()
 
     def close(self) -> None:
-        self._sha1.shutdown(wait=True)
         self._sha256.shutdown(wait=True)
         self._buffers.clear()
 
@@ -263,11 +262,9 @@ class PieceHasher:
                     view[rng[0] - a:rng[1] - a] = given
             _fill(fh, view[lo - a:hi - a], path)
             self.bytes_read += hi - lo
-            if digest is None:  # SHA-1 alone: two threads hash chunks while this one reads the next
-                self._busy[n % self.nbuf] = [self._sha1.submit(_check_pieces, meta, view, g0, g1, check)]
-            else:  # sha256 is the slower, serial one: it gets a thread (a core) to itself; SHA-1 runs here
+            if digest is not None:  # sha256, the slower and serial hash, gets a thread (a core) of its own
                 self._busy[n % self.nbuf] = [self._sha256.submit(digest.update, view[lo - a:hi - a])]
-                _check_pieces(meta, view, g0, g1, check)
+            _check_pieces(meta, view, g0, g1, check)  # SHA-1 here, while the chunk is hot in this core's cache
             if progress is not None:
                 progress(hi - lo)
 
