@@ -107,7 +107,7 @@ def shards_left(dest: Path) -> list[str]:
 def test_fetch_reshard_equals_reshard_of_the_download(source, slow_seeder, tmp_path):
     magnet, _ = slow_seeder
     dest, store = tmp_path / "dl", tmp_path / "store"
-    proc = Proc(*slow_args(source, magnet, dest, store))
+    proc = Proc(*slow_args(source, magnet, dest, store, "--max-download-rate", "200K"))
     assert proc.finish(90) == 0, proc.stderr()
     kinds = [e["event"] for e in proc.events]
     assert kinds[-1] == "summary" and "preflight" in kinds and "indexed" in kinds and "conversion" in kinds
@@ -142,11 +142,10 @@ def _kill_at(proc: Proc, point: str) -> None:
     """SIGKILL ``proc`` at a point of the stream (early, mid-stream, mid-conversion, after the last shard)."""
     if point == "early":
         proc.wait_event(lambda e: e["event"] == "preflight", timeout=60)
-    elif point == "mid-stream":
-        proc.wait_event(lambda e: e["event"] == "converted", timeout=60)
-    elif point == "mid-conversion":  # a shard has completed: its conversion is under way
-        proc.wait_event(lambda e: e["event"] == "converted", timeout=60)
+    elif point == "mid-stream":  # files are completing, conversion is starting
         proc.wait_event(lambda e: e["event"] == "file_completed", timeout=60)
+    elif point == "mid-conversion":  # one shard is converted, the worker is on the next one
+        proc.wait_event(lambda e: e["event"] == "converted", timeout=60)
     elif point == "last-shard":  # the last array is published; the index is (most likely) not yet written
         proc.wait_event(lambda e: e["event"] == "converted" and e["remaining"] == 0, timeout=90)
     os.kill(proc.popen.pid, signal.SIGKILL)

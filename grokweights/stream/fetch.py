@@ -78,6 +78,7 @@ class _Stream:
         self.selected: list[TorrentFile] = []
         self.root: Path | None = None
         self.complete: set[int] = set()
+        self.flushing: dict[int, int] = {}  # file index -> flushes confirmed when its flush was asked for
         self.discarded: list[str] = []
         self.paused = False
         self.in_flight = 0
@@ -99,17 +100,34 @@ class _Stream:
         if self.worker is not None and self.worker.error is not None:
             raise self.worker.error
         if event["event"] == "file_completed":
-            if self.run is not None:
-                tp.flush(self.run.handle)
-            self._completed(event["index"])
+            self._flush_then(event["index"])
         elif event["event"] == "progress" and self.run is not None:
             for index in tp.complete_files(self.run.handle):
-                self._completed(index)
+                self._flush_then(index)
+        self._flushed()
+        if event["event"] == "progress" and self.run is not None:
             self._pace()
             if self.worker is not None:
                 self.emit({"event": "conversion", "time": event["time"], "converted": self.worker.bytes_converted,
                            "to_convert": self.worker.bytes_to_write() + self.worker.bytes_converted,
                            "remaining_shards": len(self.worker.remaining)})
+
+    def _flush_then(self, index: int) -> None:
+        """Ask libtorrent to write out its buffers; the file is taken once that flush is confirmed."""
+        if index in self.complete or index in self.flushing or self.run is None:
+            if self.run is None:
+                self._completed(index)
+            return
+        self.flushing[index] = self.run.flushes
+        tp.flush(self.run.handle)
+
+    def _flushed(self) -> None:
+        if self.run is None:
+            return
+        for index, before in list(self.flushing.items()):
+            if self.run.flushes > before:
+                del self.flushing[index]
+                self._completed(index)
 
     def _completed(self, index: int) -> None:
         if index in self.complete or index not in self.files:

@@ -135,6 +135,11 @@ class TorrentRun:
         self._reported.add(index)
         self.emit("file_completed", index=index, path=self.file_names(index))
 
+    @property
+    def flushes(self) -> int:
+        """How many cache flushes libtorrent has confirmed so far (to wait for one without blocking)."""
+        return self._flushes
+
     def flush(self, timeout: float = 60.0) -> bool:
         """Write out what libtorrent still buffers for this torrent and wait for it; whether it was confirmed."""
         self.pump(0)
