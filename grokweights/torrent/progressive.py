@@ -2,9 +2,9 @@
 
 What a consumer of whole files (``fetch --reshard``) needs from a running torrent, and nothing else:
 
-- :func:`progressive` sets file priorities (the small files and the first shards at the top, then the
-  shards in order) and libtorrent's sequential piece order, so shards complete one by one from the start
-  instead of all near the end;
+- :func:`progressive` sets file priorities (the manifest and the embedding first, then the shards from the
+  largest to the smallest) and libtorrent's sequential piece order, so shards complete one by one from the
+  start instead of all near the end, and the last one is small;
 - :func:`complete_files` lists the files whose every piece has passed its hash (also those found
   complete when an interrupted download was resumed, which raise no ``file_completed`` event);
 - :func:`flush` asks libtorrent to write out what it still buffers;
@@ -23,24 +23,28 @@ from .select import TorrentFile
 __all__ = ["progressive", "complete_files", "flush", "drop_file", "stop_uploading", "pause", "resume"]
 
 #: libtorrent's file priorities: 0 skip, 1 lowest, 4 default, 7 top.
-TOP, HIGH, NORMAL = 7, 6, 4
+TOP, HIGH = 7, 6
 
 
-def progressive(handle: Any, selected: Iterable[TorrentFile], order: list[str], *, small: int = 16 << 20) -> None:
-    """Priorities for ``selected`` files: non-shard files (the manifest) at the top, then small shards and the first
-    shards of ``order`` (shard paths in the order they are used), then the rest; pieces in sequence."""
+def progressive(handle: Any, selected: Iterable[TorrentFile], order: list[str]) -> None:
+    """Priorities so that files complete one after another and the last to complete is small.
+
+    Non-shard files (the manifest) come first, then the first shard of ``order`` (shard paths in the order
+    they are used: the embedding), then the other shards from the largest to the smallest in five bands, with
+    pieces in sequence within a band: what is left to convert after the last byte arrives is a small shard.
+    """
     import libtorrent as lt
 
-    rank = {shard: i for i, shard in enumerate(order)}
+    first = order[0] if order else None
+    shards = sorted((f for f in selected if f.shard is not None and f.shard != first), key=lambda f: -f.size)
     priorities = list(handle.get_file_priorities())
+    for rank, f in enumerate(shards):
+        priorities[f.index] = 5 - (5 * rank) // max(len(shards), 1)  # 5 (largest) .. 1 (smallest)
     for f in selected:
-        position = rank.get(f.shard or "", -1)
         if f.shard is None:
             priorities[f.index] = TOP
-        elif f.size <= small or position < 4:
+        elif f.shard == first:
             priorities[f.index] = HIGH
-        else:
-            priorities[f.index] = NORMAL
     handle.prioritize_files(priorities)
     handle.set_flags(lt.torrent_flags.sequential_download)
 
