@@ -23,6 +23,8 @@ SHARD_GLOB = "tensor*_000"
 LOCAL_MANIFEST_NAME = "grokweights-manifest.json"
 #: index file of a resharded store, written last.
 STORE_INDEX_NAME = "grokweights.json"
+#: a local store's writer lock file (held with flock while reshard writes).
+STORE_LOCK_NAME = ".grokweights.lock"
 
 
 

@@ -219,11 +219,18 @@ def verify_command(checkpoint: Path, manifest_ref: str | None, jobs: int | None,
     Each shard is proven by its sha256 (from the manifest), by the v1 piece hashes of the release torrent
     (--torrent, or the .torrent fetch keeps beside the data), or both; headers too with --deep.
 
+    CHECKPOINT may also be a resharded store: then every array is re-hashed against the store's index
+    (each bad array reported; the other options do not apply).
+
     Exit status 0 when everything matches, 1 when anything does not, 2 for usage errors.
     """
     from ..checkpoint.manifest import find_local_manifest, load_manifest
     from ..checkpoint.verify import verify
     from ..errors import UsageError
+    from .store_verify import is_store, verify_store_command
+
+    if is_store(checkpoint):
+        verify_store_command(checkpoint, as_json=as_json, quiet=quiet)
 
     m = load_manifest(manifest_ref) if manifest_ref else find_local_manifest(checkpoint)
     if m is None:

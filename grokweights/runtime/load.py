@@ -132,7 +132,7 @@ def _store_params(store: Store, wanted: set[int] | None, stats: LoadStats) -> li
             for part in _chunk_parts(region, array.chunk_shape):
                 source = handle[tuple(slice(a, b) for a, b in part)]
                 target = out[tuple(slice(a - r0, b - r0) for (a, b), (r0, _) in zip(part, region, strict=True))]
-                futures.append(tskv.read_into(source, target))
+                futures.append(tskv.read_into(source, target, where=(store.location, array.store_path)))
             return _Filled(futures, out)
 
         return _Stored(array.shape, dtype, read)

@@ -13,32 +13,82 @@ from typing import Any
 import numpy as np
 
 from ..checkpoint.config import ModelConfig
-from ..constants import STORE_INDEX_NAME
+from ..constants import STORE_INDEX_NAME, STORE_LOCK_NAME
 from ..errors import StoreError
 from ..sharding.mesh import MeshSpec, RuleSet
-from ..sharding.plan import ArrayPlan, ReshardPlan
-from .kv import context, open_array, read_key
+from ..sharding.plan import FORMAT_VERSION, ArrayPlan, ReshardPlan
+from .kv import context, open_array, read_error, read_key
 from .specs import kvstore_spec, zarr3_spec
 
-__all__ = ["Store", "read_index", "INDEX_FORMAT"]
+__all__ = ["Store", "read_index", "index_digest", "store_state", "INDEX_FORMAT", "FINISHED", "UNFINISHED"]
 
 #: the ``format`` of a store index.
 INDEX_FORMAT = "grokweights.store"
+FINISHED, UNFINISHED = "finished", "unfinished"
+_FIELDS = {"plan": dict, "sha256": dict, "metadata": dict, "config": dict, "mesh": dict, "rules": dict}
 
 
-def read_index(dst: str | os.PathLike[str], *, ctx: Any = None) -> dict[str, Any] | None:
-    """The store index of ``dst`` (``grokweights.json``), or None when absent (not a finished store)."""
+def index_digest(index: dict[str, Any]) -> str:
+    """The sha256 of an index without its ``digest`` field (canonical JSON: sorted keys, no spaces)."""
+    body = {k: v for k, v in index.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def store_state(path: str | os.PathLike[str]) -> str | None:
+    """``finished`` (a local folder with a store index), ``unfinished`` (a store a reshard has begun: its lock
+    file or array folders, no index) or None (not a local store)."""
+    text = os.fspath(path)
+    if os.path.isfile(os.path.join(text, STORE_INDEX_NAME)):
+        return FINISHED
+    if any(os.path.lexists(os.path.join(text, name)) for name in (STORE_LOCK_NAME, "language_model", "transformer")):
+        return UNFINISHED
+    return None
+
+
+def read_index(dst: str | os.PathLike[str], *, ctx: Any = None, any_version: bool = False) -> dict[str, Any] | None:
+    """The store index of ``dst`` (``grokweights.json``), checked, or None when absent (not a finished store).
+
+    Raises:
+        StoreError: not JSON, not an index, of another store format version (unless ``any_version``), edited
+            since reshard wrote it (its ``digest``), or inconsistent with its own plan.
+    """
+    where = f"{os.fspath(dst).rstrip('/')}/{STORE_INDEX_NAME}"
     raw = read_key(kvstore_spec(dst), STORE_INDEX_NAME, ctx=ctx)
     if raw is None:
         return None
     try:
         index = json.loads(raw)
-    except ValueError as exc:
-        raise StoreError(f"{dst}/{STORE_INDEX_NAME}: not valid JSON ({exc})", path=os.fspath(dst)) from None
-    if index.get("format") != INDEX_FORMAT:
-        raise StoreError(f"{dst}/{STORE_INDEX_NAME}: not a grokweights store index", path=os.fspath(dst),
-                         expected=INDEX_FORMAT, actual=index.get("format"))
+    except (ValueError, RecursionError) as exc:
+        raise StoreError(f"{where}: not valid JSON ({str(exc)[:100]}); rerun `grokweights reshard` into this "
+                         "store to rewrite it", path=where) from None
+    if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT:
+        raise StoreError(f"{where}: not a grokweights store index; delete it and rerun `grokweights reshard`",
+                         path=where, expected=INDEX_FORMAT)
+    version = index.get("version")
+    if version != FORMAT_VERSION and not any_version:
+        older = isinstance(version, int) and version < FORMAT_VERSION
+        fix = "rerun `grokweights reshard SRC DST` to convert it" if older else "upgrade grokweights to read it"
+        raise StoreError(f"{where}: store format version {str(version)[:20]}, but this grokweights reads version "
+                         f"{FORMAT_VERSION}; {fix}", path=where, expected=FORMAT_VERSION, actual=version)
+    if version == FORMAT_VERSION:
+        _check_index(index, where)
     return index
+
+
+def _check_index(index: dict[str, Any], where: str) -> None:
+    """Fields present and typed, the self-digest intact, the copies of mesh/rules/config equal to the plan's."""
+    for name, kind in _FIELDS.items():
+        if not isinstance(index.get(name), kind):
+            raise StoreError(f"{where}: the index lacks {name!r} (or it is not a JSON {kind.__name__}); the store is "
+                             "damaged: rerun `grokweights reshard` into it", path=where, expected=name)
+    if index.get("digest") != index_digest(index):
+        raise StoreError(f"{where}: the index was edited after reshard wrote it (its digest does not match); rerun "
+                         "`grokweights reshard` into this store to rewrite it", path=where)
+    plan = index["plan"]
+    for name in ("mesh", "rules", "config"):
+        if index[name] != plan.get(name):
+            raise StoreError(f"{where}: the index's {name} differs from its plan's; rerun `grokweights reshard` into "
+                             "this store to rewrite it", path=where, expected=plan.get(name), actual=index[name])
 
 
 class Store:
@@ -54,12 +104,21 @@ class Store:
         self._ctx = context(memmap=True)
         index = read_index(location, ctx=self._ctx)
         if index is None:
+            if store_state(self.location) == UNFINISHED:
+                raise StoreError(f"{self.location}: unfinished store (no {STORE_INDEX_NAME} yet): a reshard into it "
+                                 "has not finished; rerun `grokweights reshard` to complete it", path=self.location,
+                                 expected=STORE_INDEX_NAME)
             raise StoreError(f"{self.location}: no {STORE_INDEX_NAME} here: not a grokweights store, or a reshard "
                              "that has not finished (rerun `grokweights reshard` to complete it)",
                              path=self.location, expected=STORE_INDEX_NAME)
         self.index = index
-        self.plan = ReshardPlan.from_dict(index["plan"])
-        self.config = ModelConfig.from_dict(index["config"], source=f"{self.location}/{STORE_INDEX_NAME}")
+        where = f"{self.location.rstrip('/')}/{STORE_INDEX_NAME}"
+        try:
+            self.plan = ReshardPlan.from_dict(index["plan"])
+            self.config = ModelConfig.from_dict(index["config"], source=where)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"{where}: the index's plan cannot be read ({str(exc)[:200]}); rerun `grokweights "
+                             "reshard` into this store to rewrite it", path=where) from None
         self._open: dict[str, Any] = {}
 
     @property
@@ -77,10 +136,30 @@ class Store:
     def __getitem__(self, store_path: str) -> Any:
         if store_path not in self._open:
             array = self._array(store_path)
+            self._check_binding(array)
             spec = zarr3_spec(self.kvstore, array.store_path, shape=array.shape, dtype=array.dtype,
-                                   chunk_shape=array.chunk_shape, codec=array.codec)
+                              chunk_shape=array.chunk_shape, codec=array.codec)
             self._open[store_path] = open_array(spec, mode="open", ctx=self._ctx)
         return self._open[store_path]
+
+    def _check_binding(self, array: ArrayPlan) -> None:
+        """The array's ``zarr.json`` is the one the index recorded for this path (its sha256), and its record
+        names this path, this plan entry and this data digest."""
+        path = array.store_path
+        raw = read_key(self.kvstore, f"{path}/zarr.json", ctx=self._ctx)
+        where = f"{self.location.rstrip('/')}/{path}"
+        fix = "rerun `grokweights reshard` into this store to rewrite it"
+        if raw is None:
+            raise StoreError(f"{where}: array missing (no zarr.json); the store is damaged: {fix}", path=where)
+        try:
+            record = json.loads(raw)["attributes"]["grokweights"]
+            bound = (record["plan"] == array.to_dict() and record["sha256"] == self.index["sha256"].get(path)
+                     and hashlib.sha256(raw).hexdigest() == self.index["metadata"].get(path))
+        except (ValueError, KeyError, TypeError):
+            bound = False
+        if not bound:
+            raise StoreError(f"{where}: its zarr.json is not the one the store index recorded for this path (arrays "
+                             f"moved or edited); {fix}", path=where)
 
     def _array(self, store_path: str) -> ArrayPlan:
         try:
@@ -90,7 +169,12 @@ class Store:
                              actual=store_path) from None
 
     def read(self, store_path: str, region: tuple[slice, ...] = ()) -> np.ndarray:
-        return np.asarray(self[store_path][region].read().result())
+        """Read ``region`` of an array (numpy); a missing or corrupt chunk raises a one-line StoreError."""
+        handle = self[store_path]
+        try:
+            return np.asarray(handle[region].read().result())
+        except ValueError as exc:
+            raise read_error(exc, self.location, store_path) from None
 
     def sha256(self, store_path: str) -> str:
         """The sha256 of an array's logical data (C order), read back row by row."""

@@ -12,13 +12,14 @@ array whose chunks are not all written.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from ..errors import StoreError
 from .specs import local_path
 
 __all__ = ["context", "open_array", "open_kvstore", "read_key", "write_key", "delete_key", "delete_prefix",
-           "make_durable", "read_into", "key_sizes"]
+           "make_durable", "read_into", "read_error", "key_sizes"]
 
 _ROOT: Any = None
 
@@ -49,6 +50,8 @@ def open_array(spec: dict[str, Any], *, mode: str = "open", ctx: Any = None) -> 
 
     kwargs = {"open": {"open": True}, "unpublished": {"open": True, "assume_metadata": True},
               "publish": {"create": True}}[mode]
+    if mode == "open":  # a missing chunk is an error, never the fill value
+        spec = {**spec, "fill_missing_data_reads": False}
     try:
         return ts.open(spec, context=ctx if ctx is not None else context(), **kwargs).result()
     except ValueError as exc:
@@ -56,11 +59,45 @@ def open_array(spec: dict[str, Any], *, mode: str = "open", ctx: Any = None) -> 
         raise StoreError(f"{where}: cannot open zarr3 array ({mode}): {exc}", path=where) from None
 
 
-def read_into(view: Any, out: Any) -> Any:
-    """Start reading the tensorstore ``view`` into the numpy array ``out`` (same shape); returns a future."""
+def read_into(view: Any, out: Any, *, where: tuple[str, str] | None = None) -> Any:
+    """Start reading the tensorstore ``view`` into the numpy array ``out`` (same shape); returns a future whose
+    ``result()`` raises a one-line :class:`StoreError` (see :func:`read_error`) for ``where`` = (store, array)."""
     import tensorstore as ts
 
-    return ts.array(out, copy=False, write=True).write(view)
+    return _Checked(ts.array(out, copy=False, write=True).write(view), where or ("store", "array"))
+
+
+class _Checked:
+    def __init__(self, future: Any, where: tuple[str, str]) -> None:
+        self._future, self._where = future, where
+
+    def result(self) -> Any:
+        try:
+            return self._future.result()
+        except ValueError as exc:
+            raise read_error(exc, *self._where) from None
+
+
+_CHUNK_RE = re.compile(r"chunk \{([\d, ]+)\}")
+_FILE_RE = re.compile(r'file "([^"]+)"')
+_CAUSES = (("NOT_FOUND", "is missing"), ("Digest mismatch", "is corrupt (crc32c mismatch)"),
+           ("Not enough data", "is truncated"), ("DATA_LOSS", "is corrupt"))
+
+
+def read_error(exc: BaseException, location: str, store_path: str) -> StoreError:
+    """A one-line error for a failed read of ``store_path`` in the store at ``location``, naming the chunk."""
+    text = str(exc)
+    chunk = "?"
+    if (m := _CHUNK_RE.search(text)) is not None:
+        chunk = "c/" + "/".join(p.strip() for p in m.group(1).split(","))
+    elif (m := _FILE_RE.search(text)) is not None and f"/{store_path}/" in m.group(1):
+        chunk = m.group(1).split(f"/{store_path}/", 1)[1]
+    cause = next((c for marker, c in _CAUSES if marker in text), "cannot be read")
+    where = f"{location.rstrip('/')}/{store_path}"
+    detail = text.splitlines()[0][:200] if text else type(exc).__name__
+    return StoreError(f"{where}: chunk {chunk} {cause} ({detail}); the store is damaged: delete {where} and rerun "
+                      f"`grokweights reshard` into the store (`grokweights verify {location}` lists every damaged "
+                      "array)", path=where, actual=chunk)
 
 
 def make_durable(kvstore: dict[str, Any]) -> None:

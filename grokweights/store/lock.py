@@ -16,13 +16,14 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from ..constants import STORE_LOCK_NAME
 from ..errors import StoreError
 from .specs import local_path
 
 __all__ = ["LOCK_NAME", "writer_lock"]
 
 #: the lock file inside a local store.
-LOCK_NAME = ".grokweights.lock"
+LOCK_NAME = STORE_LOCK_NAME
 
 
 def _holder(fd: int) -> str:

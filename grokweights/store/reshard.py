@@ -40,9 +40,9 @@ from ..checkpoint.shards import read_header
 from ..constants import CKPT_DIRNAME, STORE_INDEX_NAME
 from ..errors import ConfigError, GrokWeightsError, StoreError, UsageError, VerificationError
 from ..sharding.mesh import MeshSpec, RuleSet, as_mesh_spec, load_rules
-from ..sharding.plan import DEFAULT_CHUNK_BYTES, ReshardPlan, plan_reshard
+from ..sharding.plan import DEFAULT_CHUNK_BYTES, FORMAT_VERSION, ReshardPlan, plan_reshard
 from . import kv as tskv
-from .index import INDEX_FORMAT, read_index
+from .index import INDEX_FORMAT, index_digest, read_index
 from .lock import writer_lock
 from .specs import kvstore_spec, local_path
 from .writer import ArrayWriter, completed, source_identity
@@ -162,14 +162,43 @@ def plan_for_checkpoint(src: str | os.PathLike[str], mesh: MeshSpec | str, *, ru
 
 
 def write_index(kv: dict[str, Any], plan: ReshardPlan, digests: dict[str, str], manifest: Any, ctx: Any) -> None:
-    """Write the store index (``grokweights.json``): the last write of a reshard, after every array."""
+    """Write the store index (``grokweights.json``): the last write of a reshard, after every array is published.
+
+    Besides the plan and the data digests it records the sha256 of every array's ``zarr.json`` (binding each
+    array's metadata to its path) and its own ``digest`` (:func:`.index.index_digest`)."""
+    metadata = {}
+    for array in plan.arrays:
+        raw = tskv.read_key(kv, f"{array.store_path}/zarr.json", ctx=ctx)
+        if raw is None:
+            raise StoreError(f"{array.store_path}: not published; rerun reshard", path=array.store_path)
+        metadata[array.store_path] = hashlib.sha256(raw).hexdigest()
     index = {
         "format": INDEX_FORMAT, "version": plan.version,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "config": plan.config.to_dict(), "mesh": plan.mesh.to_dict(), "rules": plan.rules.to_dict(),
-        "plan": plan.to_dict(), "sha256": digests, "source": {"manifest": _manifest_identity(manifest)},
+        "plan": plan.to_dict(), "sha256": digests, "metadata": metadata,
+        "source": {"manifest": _manifest_identity(manifest)},
     }
+    index["digest"] = index_digest(index)
     tskv.write_key(kv, STORE_INDEX_NAME, json.dumps(index, indent=1).encode(), ctx=ctx)
+
+
+def _existing_index(dst: str | os.PathLike[str], ctx: Any) -> dict[str, Any] | None:
+    """The index already in ``dst`` when it is current and intact; None when absent, of an older format
+    (converted: every array is rewritten) or damaged (each array is proven or rewritten)."""
+    try:
+        existing = read_index(dst, ctx=ctx, any_version=True)
+    except StoreError as exc:
+        logger.warning("%s; rewriting the index", exc)
+        return None
+    if existing is not None and existing.get("version") != FORMAT_VERSION:
+        if not isinstance(existing.get("version"), int) or existing["version"] > FORMAT_VERSION:
+            raise StoreError(f"{dst}: holds a store of format version {str(existing.get('version'))[:20]}, newer "
+                             f"than this grokweights writes ({FORMAT_VERSION}); upgrade grokweights or choose another "
+                             "destination", path=os.fspath(dst))
+        logger.warning("%s: converting a store of format version %s to %s", dst, existing["version"], FORMAT_VERSION)
+        return None
+    return existing
 
 
 def reshard(src: str | os.PathLike[str], dst: str | os.PathLike[str], mesh: MeshSpec | str, *,
@@ -225,7 +254,7 @@ def _write_store(plan: ReshardPlan, ckpt: str, dst: str | os.PathLike[str], mani
     kv = kvstore_spec(dst)
     ctx = tskv.context(jobs=jobs or os.cpu_count(), sync=False)  # durability: one syncfs per array
     with writer_lock(kv):
-        existing = read_index(dst, ctx=ctx)
+        existing = _existing_index(dst, ctx)
         if existing is not None and existing.get("plan") != plan.to_dict():
             raise StoreError(f"{dst}: already holds a store for another plan (mesh {existing.get('mesh')}, rules "
                              f"{existing.get('rules', {}).get('name')}); delete it or choose another destination",
@@ -236,7 +265,7 @@ def _write_store(plan: ReshardPlan, ckpt: str, dst: str | os.PathLike[str], mani
         todo = [a for a in plan.arrays if digests[a.store_path] is None]
         if local_path(kv) is not None:
             require_space(local_path(kv), sum(a.nbytes for a in todo), what="to write into the store")
-        if todo and existing is not None:  # unfinished again until every array is proven complete
+        if todo or existing is None:  # unfinished again until every array is proven complete
             tskv.delete_key(kv, STORE_INDEX_NAME, ctx=ctx)
         with ArrayWriter(kv, ctx, sync=sync, progress=progress) as writer:
             for array in plan.arrays:

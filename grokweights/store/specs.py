@@ -48,11 +48,13 @@ def join(kvstore: dict[str, Any], *parts: str) -> dict[str, Any]:
 
 
 def codecs_for(codec: str) -> list[dict[str, Any]]:
-    """zarr3 codecs for ``none`` or ``zstd:LEVEL`` (little-endian bytes, then compression)."""
+    """zarr3 codecs for ``none`` or ``zstd:LEVEL``: little-endian bytes, then compression, then a crc32c of the
+    encoded chunk (4 bytes appended, checked by every reader: tensorstore and zarr-python)."""
     codecs: list[dict[str, Any]] = [{"name": "bytes", "configuration": {"endian": "little"}}]
     if codec.startswith("zstd"):
         level = int(codec.partition(":")[2] or 1)
         codecs.append({"name": "zstd", "configuration": {"level": level, "checksum": False}})
+    codecs.append({"name": "crc32c"})
     return codecs
 
 
