@@ -148,12 +148,17 @@ def _kill_at(proc: Proc, point: str) -> None:
         proc.wait_event(lambda e: e["event"] == "converted", timeout=60)
     elif point == "last-shard":  # the last array is published; the index is (most likely) not yet written
         proc.wait_event(lambda e: e["event"] == "converted" and e["remaining"] == 0, timeout=90)
+    elif point == "sigterm":  # a clean stop mid-conversion: resume data saved, exit status 130
+        proc.wait_event(lambda e: e["event"] == "converted", timeout=60)
+        os.kill(proc.popen.pid, signal.SIGTERM)
+        assert proc.finish(60) == 130
+        return
     os.kill(proc.popen.pid, signal.SIGKILL)
     proc.finish(30)
 
 
 @pytest.mark.parametrize("point,discard", [("early", True), ("mid-stream", False), ("mid-conversion", True),
-                                           ("last-shard", True)])
+                                           ("last-shard", True), ("sigterm", True)])
 def test_kill_9_then_rerun_completes_and_equals(source, slow_seeder, reference, tmp_path, point, discard):
     magnet, _ = slow_seeder
     dest, store = tmp_path / "dl", tmp_path / "store"

@@ -303,6 +303,11 @@ def fetch_and_reshard(source: str | os.PathLike[str], dest: str | os.PathLike[st
 def _finish(stream: _Stream, report: FetchReport, started: float) -> StreamReport:
     """After the download: queue what is complete and not yet queued, wait for the worker, write the index."""
     worker = stream.worker
+    if report.dry_run:  # what would be fetched; nothing converted
+        if worker is not None:
+            worker.stop()
+        return StreamReport(fetch=report, store=stream.store, arrays=0, seconds=time.monotonic() - started,
+                            ok=report.ok)
     if worker is None:
         stream._start_worker(load_manifest(stream.root / LOCAL_MANIFEST_NAME))
         worker = stream.worker
