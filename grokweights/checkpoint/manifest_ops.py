@@ -173,7 +173,7 @@ def pin_from_torrent(checkpoint_dir: str | os.PathLike[str], manifest_path: str 
     source = f"torrent:{report.mode['infohash_v1']}"
     pins = proven_pins(report)
     failed = [f"{r.path}: {r.status}" + (f" (expected {r.expected}, found {r.actual})" if r.expected else "")
-              + (f": {r.detail}" if r.detail else "") for r in report.failures]
+              + (f": {r.detail}" if r.detail else "") for r in report.failures if r.status != "extra"]
     unverified = [f"{r.path}: {r.detail}" for r in report.results if r.status != "ok" and not r.failed]
     unverified += [f"{r.path}: proven by sha256 only ({r.detail})" for r in report.results
                    if r.status == "ok" and r.method == "sha256"]
