@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 import grokweights
 from grokweights.checkpoint.manifest import Sources, load_manifest
+from grokweights.checkpoint.torrentfile import read_torrent
 from grokweights.cli import main as cli
 from grokweights.constants import LOCAL_MANIFEST_NAME
 
@@ -31,7 +32,7 @@ def release(tiny_source, tmp_path):
     root = tmp_path / "grok-1"
     shutil.copytree(tiny_source / "ckpt-0", root / "ckpt-0")
     torrent = grokweights.create_torrent(root, tmp_path / "release.torrent", piece_size=PIECE)
-    infohash = grokweights.checkpoint.torrentfile.read_torrent(torrent).infohash_v1
+    infohash = read_torrent(torrent).infohash_v1
     full = load_manifest(tiny_source / LOCAL_MANIFEST_NAME)
     bare = replace(full, shards=tuple(replace(s, sha256=None) for s in full.shards),
                    sources=Sources(infohash_v1=infohash))
@@ -53,7 +54,7 @@ def test_verify_by_pieces_through_cli_and_api(release):
     assert code == 0, out
     report = json.loads(out)
     assert report["counts"] == {"ok": 26} and {r["method"] for r in report["results"]} == {"pieces"}
-    assert report["mode"]["infohash_v1"] == grokweights.checkpoint.torrentfile.read_torrent(torrent).infohash_v1
+    assert report["mode"]["infohash_v1"] == read_torrent(torrent).infohash_v1
     api = grokweights.verify(root, load_manifest(manifest), torrent=torrent)
     assert api.strict_ok and api.results[0].method == "pieces"
     # without the torrent, nothing proves the shards
@@ -80,8 +81,8 @@ def test_wrong_infohash_torrent_is_refused(release, tmp_path):
     shutil.copytree(root, other)
     (other / "extra.txt").write_text("not the release")
     wrong = grokweights.create_torrent(other, tmp_path / "other.torrent", piece_size=PIECE)
-    expected = grokweights.checkpoint.torrentfile.read_torrent(torrent).infohash_v1
-    actual = grokweights.checkpoint.torrentfile.read_torrent(wrong).infohash_v1
+    expected = read_torrent(torrent).infohash_v1
+    actual = read_torrent(wrong).infohash_v1
     code, out = run("verify", root, "--manifest", manifest, "--torrent", wrong)
     assert code == 1 and expected in out and actual in out and "refusing" in out
     code, out = run("manifest", "pin", root, "--manifest", manifest, "--from-torrent", wrong,
@@ -91,7 +92,7 @@ def test_wrong_infohash_torrent_is_refused(release, tmp_path):
 
 def test_torrent_kept_beside_the_data_is_found(release, tmp_path):
     root, torrent, manifest, _ = release
-    ih = grokweights.checkpoint.torrentfile.read_torrent(torrent).infohash_v1
+    ih = read_torrent(torrent).infohash_v1
     shutil.copy(torrent, tmp_path / f"{ih}.torrent")  # where fetch keeps it: DEST/<infohash>.torrent
     report = grokweights.verify(root, load_manifest(manifest))
     assert report.counts() == {"ok": 26} and report.mode["torrent"] == str(tmp_path / f"{ih}.torrent")
@@ -103,7 +104,7 @@ def test_pin_from_torrent_equals_hashlib_then_verify_uses_sha256(release, tmp_pa
     code, out = run("manifest", "pin", root, "--manifest", manifest, "--from-torrent", torrent, "-o", out_path)
     assert code == 0, out
     pinned = load_manifest(out_path)
-    ih = grokweights.checkpoint.torrentfile.read_torrent(torrent).infohash_v1
+    ih = read_torrent(torrent).infohash_v1
     for s in pinned.shards:
         assert s.sha256 == sha256_of(root / s.path) and s.sha256_source == f"torrent:{ih}"
     assert json.loads(out_path.read_text())["shards"][0]["sha256_source"] == f"torrent:{ih}"
