@@ -229,6 +229,7 @@ def reshard(src: str | os.PathLike[str], dst: str | os.PathLike[str], mesh: Mesh
         A :class:`ReshardReport`.
     """
     start = time.perf_counter()
+    _check_destination(src, dst)
     report_progress = progress or (lambda n: None)
     ckpt, manifest, plan = plan_for_checkpoint(src, mesh, rules=rules, dtype=dtype, compression=compression,
                                                layers=layers, manifest=manifest, config=config,
@@ -244,6 +245,26 @@ def reshard(src: str | os.PathLike[str], dst: str | os.PathLike[str], mesh: Mesh
                          skipped=tuple(p for p in digests if p not in written),
                          bytes_written=sum(plan.array(p).nbytes for p in written),
                          seconds=time.perf_counter() - start, verified=verified)
+
+
+def _check_destination(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Refuse an empty destination (it would be the current folder), a file, and a folder inside the source."""
+    text = os.fspath(dst)
+    if not text.strip():
+        raise UsageError("reshard: the destination is empty (it would write into the current folder); name a folder "
+                         "for the store, e.g. grok-1-store", expected="a folder", actual=text)
+    local = local_path(kvstore_spec(dst))
+    if local is None:
+        return
+    local = local.rstrip("/") or "/"
+    if os.path.lexists(local) and not os.path.isdir(local):
+        raise UsageError(f"{text}: exists and is not a folder; choose a folder (new or a store) for the store",
+                         path=local, expected="a folder")
+    real = os.path.realpath(local)
+    for source in {os.path.realpath(os.fspath(src)), os.path.realpath(resolve_checkpoint_dir(src))}:
+        if real == source or real.startswith(source.rstrip(os.sep) + os.sep):
+            raise UsageError(f"{text}: inside the source checkpoint {os.fspath(src)}; choose a destination outside "
+                             "it (the store would mix with the shards)", path=local, expected="outside the source")
 
 
 def _write_store(plan: ReshardPlan, ckpt: str, dst: str | os.PathLike[str], manifest: Any, *, jobs: int | None,
