@@ -145,6 +145,8 @@ def _render_report(report) -> None:
               f"repeated; at most {MAX_BATCH}, and {MAX_TOKENS} tokens in all).")
 @click.option("--dtype", type=click.Choice(["bfloat16", "float32"]), default="bfloat16", show_default=True,
               help="Compute dtype (float32 for tight comparisons).")
+@click.option("--axis-types", type=click.Choice(["auto", "explicit"]), default="auto", show_default=True,
+              help="Mesh axis types to load and run with (explicit: what jax.make_mesh builds by default).")
 @click.option("--check-mesh", help="Also run on this mesh ('single' for one device) and compare the logits.")
 @click.option("--tolerance", type=click.FloatRange(min=0), help="Absolute logit tolerance for --check-mesh and "
               "for a fingerprint written with --save-expect (default: a share of the logits' scale).")
@@ -161,7 +163,8 @@ def _render_report(report) -> None:
 @config_options
 @json_option
 def smoke(store: str, mesh_text: str | None, layers: str | None, prompt: str | None, tokenizer: Path | None,
-          tokens_text: str | None, batch: int | None, dtype: str, check_mesh: str | None, tolerance: float | None,
+          tokens_text: str | None, batch: int | None, dtype: str, axis_types: str, check_mesh: str | None,
+          tolerance: float | None,
           expect: Path | None, save_expect: Path | None, host_devices: int | None, dry_run: bool,
           device_memory: float | None,
           preset_name: str | None, config_file: Path | None, as_json: bool) -> None:
@@ -188,6 +191,6 @@ def smoke(store: str, mesh_text: str | None, layers: str | None, prompt: str | N
         emit_json(result.to_dict()) if as_json else _render_plan(result)
         raise SystemExit(1 if result.fits is False else 0)
     report = run_smoke(store, **common, check_mesh=check_mesh, tolerance=tolerance, expect=expect,
-                       save_expect=save_expect)
+                       save_expect=save_expect, axis_types=axis_types)
     emit_json(report.to_dict()) if as_json else _render_report(report)
     raise SystemExit(0 if report.ok else 1)

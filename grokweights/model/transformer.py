@@ -35,7 +35,7 @@ from .moe import moe
 from .params import Params, QuantizedWeight
 
 __all__ = ["forward", "prepare_forward", "ForwardProgram", "abstract_params", "forward_shape", "check_params",
-           "normalize_layers", "EMBED", "FINAL_NORM", "PAD_TOKEN"]
+           "normalize_layers", "auto_mesh", "EMBED", "FINAL_NORM", "PAD_TOKEN"]
 
 logger = logging.getLogger(__name__)
 
@@ -160,11 +160,35 @@ def _mesh_of(leaves: list[Any]) -> jax.sharding.Mesh | None:
     return None
 
 
+def auto_mesh(mesh: jax.sharding.Mesh) -> jax.sharding.Mesh:
+    """``mesh`` with every axis of type Auto (the same devices and names); ``mesh`` itself when it has no
+    Explicit or Manual axes (or this JAX has no axis types)."""
+    axis_type = getattr(jax.sharding, "AxisType", None)
+    types = getattr(mesh, "axis_types", None)
+    if axis_type is None or types is None or all(t == axis_type.Auto for t in types):
+        return mesh
+    return jax.sharding.Mesh(mesh.devices, mesh.axis_names, axis_types=(axis_type.Auto,) * len(mesh.axis_names))
+
+
+def _as_auto(leaf: Any, mesh: jax.sharding.Mesh, auto: jax.sharding.Mesh) -> Any:
+    """A leaf sharded on ``mesh`` re-labelled onto ``auto`` (same devices and layout: no copy is made)."""
+    sharding = getattr(leaf, "sharding", None)
+    if auto is mesh or not isinstance(sharding, NamedSharding) or sharding.mesh != mesh:
+        return leaf
+    return jax.device_put(leaf, NamedSharding(auto, sharding.spec))
+
+
 def _placed(params: Params, tokens: np.ndarray) -> tuple[Params, jax.Array, Any]:
-    """Parameters as device arrays, tokens on the same devices, and the output sharding."""
+    """Parameters as device arrays, tokens on the same devices, and the output sharding.
+
+    Parameters on a mesh with Explicit axes (``jax.make_mesh``'s default) are re-labelled onto the same mesh
+    with Auto axes, without a copy: the forward pass leaves the layout of activations to the partitioner.
+    """
     leaves, treedef = jax.tree_util.tree_flatten(params)
     mesh = _mesh_of(leaves)
     if mesh is not None:
+        auto = auto_mesh(mesh)
+        leaves, mesh = [_as_auto(leaf, mesh, auto) for leaf in leaves], auto
         axis = "data" if "data" in mesh.shape and tokens.shape[0] % mesh.shape["data"] == 0 else None
         target = NamedSharding(mesh, PartitionSpec(axis))
         default = NamedSharding(mesh, PartitionSpec())

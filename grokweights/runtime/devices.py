@@ -12,15 +12,21 @@ import numpy as np
 from ..errors import MeshError, UsageError
 from ..sharding.mesh import MeshSpec, as_mesh_spec
 
-__all__ = ["jax_mesh", "mesh_spec_of", "simulate_cpu_devices"]
+__all__ = ["jax_mesh", "mesh_spec_of", "simulate_cpu_devices", "AXIS_TYPES"]
+
+#: the mesh axis types ``jax_mesh`` builds.
+AXIS_TYPES = ("auto", "explicit")
 
 
-def jax_mesh(mesh: Any, *, devices: Sequence[Any] | None = None) -> Any:
+def jax_mesh(mesh: Any, *, devices: Sequence[Any] | None = None, axis_types: str = "auto") -> Any:
     """A ``jax.sharding.Mesh``: ``mesh`` itself when it is one, else a :class:`MeshSpec` (or its text) laid
     over ``devices`` (default: every device of the default backend), which must number exactly its size.
+    ``axis_types`` is ``auto`` (the partitioner lays out intermediates) or ``explicit`` (sharding in types,
+    what ``jax.make_mesh`` gives by default in current JAX); ``load``, ``forward`` and ``smoke`` take both.
 
     Raises:
         MeshError: the mesh's size differs from the number of devices.
+        UsageError: an unknown ``axis_types``, or ``explicit`` on a JAX without axis types.
     """
     import jax
 
@@ -32,7 +38,23 @@ def jax_mesh(mesh: Any, *, devices: Sequence[Any] | None = None) -> Any:
         raise MeshError(f"mesh {spec} needs {spec.size} devices but {len(devices)} are available; pass a mesh that "
                         f"fits them (e.g. mesh='data=1,model={len(devices)}' or a jax.sharding.Mesh)",
                         expected=spec.size, actual=len(devices))
-    return jax.sharding.Mesh(np.array(devices).reshape(spec.shape), spec.names)
+    return jax.sharding.Mesh(np.array(devices).reshape(spec.shape), spec.names,
+                             **_axis_types(axis_types, len(spec.names)))
+
+
+def _axis_types(kind: str, count: int) -> dict[str, Any]:
+    import jax
+
+    if kind not in AXIS_TYPES:
+        raise UsageError(f"axis types must be one of {', '.join(AXIS_TYPES)}, got {kind!r}", expected=AXIS_TYPES,
+                         actual=kind)
+    axis_type = getattr(jax.sharding, "AxisType", None)
+    if kind == "auto":
+        return {} if axis_type is None else {"axis_types": (axis_type.Auto,) * count}
+    if axis_type is None:
+        raise UsageError(f"explicit mesh axes need a newer JAX than {jax.__version__}; use axis types 'auto'",
+                         actual=jax.__version__)
+    return {"axis_types": (axis_type.Explicit,) * count}
 
 
 def mesh_spec_of(mesh: Any) -> MeshSpec:

@@ -175,7 +175,8 @@ def _tokens(config: ModelConfig, tokens: Any, prompt: str | None, tokenizer: Any
     return np.asarray(rows, dtype=np.int64)
 
 
-def _load(source: _Source, spec: MeshSpec, layers: tuple[int, ...], rules: Any = None) -> tuple[Any, float, int]:
+def _load(source: _Source, spec: MeshSpec, layers: tuple[int, ...], rules: Any = None, *,
+          axis_types: str = "auto") -> tuple[Any, float, int]:
     """Load ``layers`` of the source onto ``spec``: (params, seconds, bytes read)."""
     import jax
 
@@ -183,7 +184,7 @@ def _load(source: _Source, spec: MeshSpec, layers: tuple[int, ...], rules: Any =
 
     stats = LoadStats()
     started = time.perf_counter()
-    mesh = jax_mesh(spec, devices=jax.devices()[: spec.size])
+    mesh = jax_mesh(spec, devices=jax.devices()[: spec.size], axis_types=axis_types)
     params = load(source.path, mesh, rules=rules, layers=layers, config=source.config, stats=stats)
     return params, time.perf_counter() - started, stats.bytes_read
 
@@ -289,7 +290,8 @@ def smoke(store: str | os.PathLike[str], *, mesh: MeshSpec | str | None = None, 
           tokens: Any = None, prompt: str | None = None, tokenizer: Any = None, batch: int | None = None,
           dtype: str = "bfloat16", check_mesh: MeshSpec | str | None = None, tolerance: float | None = None,
           expect: Fingerprint | str | os.PathLike[str] | None = None,
-          save_expect: str | os.PathLike[str] | None = None, config: ModelConfig | str | None = None) -> SmokeReport:
+          save_expect: str | os.PathLike[str] | None = None, config: ModelConfig | str | None = None,
+          axis_types: str = "auto") -> SmokeReport:
     """Load ``store`` onto this machine's devices, run the forward pass and check the logits.
 
     Args:
@@ -310,6 +312,7 @@ def smoke(store: str | os.PathLike[str], *, mesh: MeshSpec | str | None = None, 
         expect: a fingerprint (file or object) the logits must match.
         save_expect: write this run's fingerprint here (when the basic checks pass).
         config: model config of a checkpoint folder without a manifest (a preset name or ModelConfig).
+        axis_types: ``auto`` or ``explicit`` mesh axes (see :func:`grokweights.runtime.devices.jax_mesh`).
 
     Returns:
         A :class:`SmokeReport`; ``report.ok`` is False when any check failed.
@@ -323,7 +326,7 @@ def smoke(store: str | os.PathLike[str], *, mesh: MeshSpec | str | None = None, 
                                                      batch)
     if tok is not None:
         tok.check_fits(source.config.vocab_size)
-    params, load_seconds, load_bytes = _load(source, spec, chosen)
+    params, load_seconds, load_bytes = _load(source, spec, chosen, axis_types=axis_types)
     logger.info("loaded %d bytes in %.2f s onto %s", load_bytes, load_seconds, spec)
     first, second, compile_seconds, run_seconds = _timed_run(params, ids, source.config, chosen, dtype)
     checks = _basic_checks(first, second, (*ids.shape, source.config.vocab_size))
