@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from grokweights.errors import InsufficientSpaceError, UsageError
 from grokweights.engines import export, plan_tensors
+from grokweights.errors import InsufficientSpaceError, UsageError
 
 from .export_reference import HF_ROLES, SGLANG_ROLES, TINY4, by_names, reference_forward, rel_l2
 
@@ -218,3 +218,25 @@ def test_cli_export_dry_run_write_and_refusal(tiny4, out_dir):
     assert json.loads(done.output)["tensors"] == len(plan_tensors(TINY4, "hf", "bf16", range(2)))
     bad = runner.invoke(main, ["export", str(tiny4), str(out_dir / "x"), "--format", "onnx", "--config", str(config)])
     assert bad.exit_code == 2 and "unknown export format 'onnx'" in bad.output
+
+
+@pytest.mark.parametrize(("rows", "cols", "start", "stop"), [(64, 48, 0, 48), (2048, 344, 8, 336), (13, 40, 0, 40),
+                                                              (24, 64, 3, 50)])
+def test_blocked_transpose_is_the_transpose(rows, cols, start, stop):
+    from grokweights.engines._kernels import transpose
+
+    src = np.random.default_rng(0).integers(-128, 128, (rows, cols), dtype=np.int8)
+    out = np.empty((stop - start, rows), np.int8)
+    np.testing.assert_array_equal(transpose(src[:, start:stop], out), src[:, start:stop].T)
+
+
+def test_bf16_bits_round_like_ml_dtypes():
+    from grokweights.checkpoint.dtypes import bfloat16
+    from grokweights.engines._kernels import bf16_bits
+
+    rng = np.random.default_rng(1)
+    values = (rng.integers(-128, 128, 4096) * rng.standard_normal(4096)).astype(np.float32)
+    ties = (np.arange(1, 257, dtype=np.uint32) << 16 | 0x8000).view(np.float32)  # exactly halfway
+    values = np.concatenate([values, ties, -ties, np.array([np.inf, -np.inf, 0.0, -0.0, 3.4e38], np.float32)])
+    out = np.empty(values.shape, np.uint16)
+    np.testing.assert_array_equal(bf16_bits(values, out), values.astype(bfloat16()).view(np.uint16))

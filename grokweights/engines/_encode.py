@@ -1,13 +1,17 @@
-"""Float32 blocks -> the bytes of an output dtype (f32, f16, bf16 round-to-nearest-even, ggml q8_0).
+"""Float32 pieces -> the bytes of an output dtype (f32, f16, bf16 round-to-nearest-even, ggml q8_0).
 
 Blocks are computed and encoded on a few worker threads (numpy releases the GIL in its copy, multiply and
-cast loops) and handed back in order, at most ``2 * WORKERS`` at a time.
+cast loops) and handed back in order, at most ``2 * WORKERS`` at a time. Each block is encoded into a
+pooled output buffer that the writer hands back once written, so the same pages are reused block after
+block instead of faulting in fresh memory (several times slower than a copy on these machines).
 """
 
 from __future__ import annotations
 
 import collections
+import mmap
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -15,12 +19,69 @@ from typing import Any
 import numpy as np
 
 from ..checkpoint.dtypes import bfloat16
+from ._kernels import bf16_bits
 
-__all__ = ["encode", "run_ordered", "WORKERS"]
+__all__ = ["encode", "encode_pieces", "run_ordered", "recycle", "Piece", "WORKERS"]
+
+#: rows of a block as float32 (or any float dtype), and whether they are certainly free of NaN.
+Piece = tuple[np.ndarray, bool]
 
 #: worker threads for block conversion.
 WORKERS = max(1, min(4, os.cpu_count() or 1))
 _POOL: ThreadPoolExecutor | None = None
+_FREE: list[np.ndarray] = []
+_FREE_LOCK = threading.Lock()
+_BYTES_PER_ROW = {"f32": lambda c: 4 * c, "f16": lambda c: 2 * c, "bf16": lambda c: 2 * c,
+                  "q8_0": lambda c: c // 32 * 34}
+
+
+class _Buffer(np.ndarray):
+    """An output buffer of the pool (a plain uint8 array, marked so that only these are recycled)."""
+
+
+def _buffer(nbytes: int) -> np.ndarray:
+    """A uint8 output buffer of ``nbytes``: a recycled one, else a fresh anonymous mapping."""
+    with _FREE_LOCK:
+        for i, buf in enumerate(_FREE):
+            if buf.nbytes == nbytes:
+                return _FREE.pop(i)
+    return np.frombuffer(mmap.mmap(-1, max(1, nbytes)), np.uint8, count=nbytes).view(_Buffer)
+
+
+def recycle(buf: np.ndarray) -> None:
+    """Hand back a buffer returned by :func:`encode_pieces` once its bytes are written."""
+    if type(buf) is _Buffer:
+        with _FREE_LOCK:
+            _FREE.append(buf)
+            del _FREE[:-3 * WORKERS]
+
+
+def _put(piece: np.ndarray, nan_free: bool, dtype: str, dest: np.ndarray) -> None:
+    """Encode one piece (rows, cols) into ``dest``, the bytes of exactly those rows."""
+    rows, cols = piece.shape
+    if dtype == "bf16" and nan_free:
+        bf16_bits(piece, dest.view(np.uint16).reshape(rows, cols))
+    elif dtype in ("f32", "f16", "bf16"):
+        target = {"f32": np.float32, "f16": np.float16, "bf16": bfloat16()}[dtype]
+        np.copyto(dest.view(target).reshape(rows, cols), piece, casting="unsafe")
+    else:
+        dest[:] = encode(piece, dtype).reshape(-1).view(np.uint8)
+
+
+def encode_pieces(pieces: Iterable[Piece], shape: tuple[int, int], dtype: str) -> np.ndarray:
+    """Encode the pieces of one block of ``shape`` (whole rows, in order) as ``dtype``: a pooled uint8 buffer."""
+    if dtype not in _BYTES_PER_ROW:
+        raise ValueError(f"unknown dtype {dtype!r}")
+    row_bytes = _BYTES_PER_ROW[dtype](shape[1])
+    out = _buffer(shape[0] * row_bytes)
+    filled = 0
+    for piece, nan_free in pieces:
+        piece = piece.reshape(-1, shape[1])
+        _put(piece, nan_free, dtype, out[filled:filled + piece.shape[0] * row_bytes])
+        filled += piece.shape[0] * row_bytes
+    if filled != out.nbytes:
+        raise ValueError(f"a block of {shape} came to {filled} bytes, expected {out.nbytes}")
+    return out
 
 
 def run_ordered(tasks: Iterable[Any], fn: Callable[[Any], np.ndarray]) -> Iterator[np.ndarray]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GrokWeightsError
-from ._encode import encode, run_ordered
+from ._encode import recycle, run_ordered
 from ._plan import OutTensor
 
 __all__ = ["group_by_size", "write_safetensors", "INDEX_NAME", "file_names"]
@@ -54,12 +54,13 @@ def _header(tensors: list[OutTensor]) -> bytes:
     return struct.pack("<Q", len(text)) + text
 
 
-def write_tensor(f, tensor: OutTensor, tasks: Iterable[Callable[[], np.ndarray]], where: Path) -> int:
+def write_tensor(f, tensor: OutTensor, tasks: Iterable[Callable[[str], np.ndarray]], where: Path) -> int:
     """Write one tensor to ``f``: its block tasks run on worker threads, written in order; checks the byte count."""
     written = 0
-    for data in run_ordered(tasks, lambda task: encode(task(), tensor.dtype)):
-        f.write(data.reshape(-1).view(np.uint8))
+    for data in run_ordered(tasks, lambda task: task(tensor.dtype)):
+        f.write(data)
         written += data.nbytes
+        recycle(data)
     if written != tensor.nbytes:
         raise GrokWeightsError(f"{where}: tensor {tensor.name} came to {written} bytes, expected {tensor.nbytes}",
                                path=where, expected=tensor.nbytes, actual=written)

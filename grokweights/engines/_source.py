@@ -1,14 +1,15 @@
 """Reading the source, one tensor at a time: dequantised, transposed row blocks of an output tensor.
 
 A checkpoint source opens each shard as a memory map (never unpickled), checks its shape against the
-layout, and yields the output tensor as float32 blocks of whole output rows, so a block is at most about
-``BLOCK_BYTES`` whatever the tensor's size. The pages of each expert (or plain array) are released from
-the process once it has been read, so the resident set stays near one expert matrix plus the blocks.
+layout, and yields the output tensor as tasks for blocks of whole output rows (about ``BLOCK_ELEMS``
+elements whatever the tensor's size). A block of a transposed matrix is transposed as raw int8 (see
+``_kernels``), then dequantised and encoded one cache-sized piece at a time, so no float32 copy of a
+block is ever made. The pages of each expert (or plain array) are released from the process once it has
+been read, so the resident set stays near one expert matrix plus the blocks.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,14 +23,16 @@ from ..checkpoint.paths import resolve_checkpoint_dir
 from ..checkpoint.quant import dequantize_region
 from ..checkpoint.shards import QuantizedWeight8bit, drop_pages, read_shard
 from ..errors import LayoutMismatchError
+from ._encode import Piece, encode_pieces
+from ._kernels import scratch, transpose
 from ._plan import OutTensor
 
-__all__ = ["CheckpointSource", "BLOCK_BYTES"]
+__all__ = ["CheckpointSource", "BLOCK_ELEMS"]
 
-#: float32 bytes of one block handed to a writer.
-BLOCK_BYTES = 8 * 2**20
-#: source rows per tile of the blocked transpose (a tile of the int8 source stays in the CPU cache).
-TILE = 256
+#: output elements of one block (one task of a worker thread).
+BLOCK_ELEMS = 2 * 2**20
+#: float32 elements of one piece of a block (dequantised and encoded while it is in the CPU cache).
+PIECE = 64 * 2**10
 
 
 def _shape_of(value: Any) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
@@ -68,11 +71,13 @@ class CheckpointSource:
                 expected=list(spec.shape), actual=list(shape))
         return value
 
-    def blocks(self, tensor: OutTensor) -> Iterator[Callable[[], np.ndarray]]:
-        """The output tensor as tasks, each computing one float32 block of whole rows, in row-major order.
+    def blocks(self, tensor: OutTensor) -> Iterator[Callable[[str], np.ndarray]]:
+        """The output tensor as tasks, each computing one block of whole rows, in row-major order.
 
-        Tasks are independent (each reads its own part of the memory map into its own buffers), so a
-        writer may run several at once and write their results in order.
+        A task called with an output dtype returns the block's encoded bytes in a pooled buffer (hand it back
+        with :func:`._encode.recycle` once written). Tasks are independent (each reads its own part of the
+        memory map into its own per-thread scratch), so a writer may run several at once and write their
+        results in order.
         """
         value = self.open(tensor.source)
         stacked = len(_shape_of(value)[0]) == 3
@@ -92,45 +97,60 @@ def _part(value: Any, expert: int | None) -> tuple[np.ndarray, np.ndarray | None
     return (value if expert is None else value[expert]), None
 
 
-def _rows(weight: np.ndarray, scales: np.ndarray | None, start: int, stop: int) -> np.ndarray:
-    """Rows ``start:stop`` as float32 (a copy); their pages are released from the process."""
-    if scales is None:
-        block = np.array(weight[start:stop], dtype=np.float32)
-    else:
-        block = dequantize_region(weight, scales, (slice(start, stop), slice(None)), np.float32)
+def _rows(weight: np.ndarray, scales: np.ndarray | None, start: int, stop: int, finite: bool) -> Iterator[Piece]:
+    """Rows ``start:stop``, dequantised, a cache-sized piece at a time; their pages are released afterwards."""
+    cols = weight.shape[1]
+    step = max(1, PIECE // cols)
+    for r0 in range(start, stop, step):
+        r1 = min(stop, r0 + step)
+        if scales is None:
+            yield weight[r0:r1], False  # cast by the encoder, straight from the map
+        else:
+            out = scratch("piece", (r1 - r0, cols), np.float32)
+            yield dequantize_region(weight, scales, (slice(r0, r1), slice(None)), np.float32, out=out), finite
     drop_pages(weight[start:stop])
-    return block
 
 
-def _columns_transposed(weight: np.ndarray, scales: np.ndarray | None, start: int, stop: int) -> np.ndarray:
-    """``dequantise(weight)[:, start:stop].T`` as float32, transposed tile by tile (cache-sized tiles)."""
+def _columns_transposed(weight: np.ndarray, scales: np.ndarray | None, start: int, stop: int,
+                        finite: bool) -> Iterator[Piece]:
+    """``dequantise(weight)[:, start:stop].T``: transposed raw, then dequantised a cache-sized piece at a time."""
     rows, n = weight.shape[0], stop - start
-    raw = np.empty((n, rows), weight.dtype)
-    for r0 in range(0, rows, TILE):
-        np.copyto(raw[:, r0:r0 + TILE], weight[r0:r0 + TILE, start:stop].T)
-    out = np.empty((n, rows), np.float32)
-    if scales is None:
-        np.copyto(out, raw)
-    else:  # source row r (output column r) uses scale row r // (rows / blocks)
-        blocks = scales.shape[0]
-        s = scales[:, start:stop].astype(np.float32).T[:, :, None]
-        np.multiply(raw.reshape(n, blocks, -1), s, out=out.reshape(n, blocks, -1))
-    return out
+    raw = transpose(weight[:, start:stop], scratch("raw", (n, rows), weight.dtype))
+    step = max(1, PIECE // rows)
+    for r0 in range(0, n, step):
+        r1 = min(n, r0 + step)
+        if scales is None:
+            yield raw[r0:r1], False
+            continue
+        # source row r (output column r) uses scale row r // (rows / blocks)
+        blocks, k = scales.shape[0], r1 - r0
+        out = scratch("piece", (k, rows), np.float32)
+        s = scales[:, start + r0:start + r1].astype(np.float32).T[:, :, None]
+        np.multiply(raw[r0:r1].reshape(k, blocks, -1), s, out=out.reshape(k, blocks, -1))
+        yield out, finite
 
 
-def _matrix_tasks(value: Any, expert: int | None, transpose: bool) -> Iterator[Callable[[], np.ndarray]]:
+def _task(shape: tuple[int, int], pieces: Callable[..., Iterator[Piece]], *args: Any) -> Callable[[str], np.ndarray]:
+    """A task: the block of ``shape`` that ``pieces(*args)`` computes, encoded as the dtype it is given."""
+    return lambda dtype: encode_pieces(pieces(*args), shape, dtype)
+
+
+def _matrix_tasks(value: Any, expert: int | None, transpose_: bool) -> Iterator[Callable[[str], np.ndarray]]:
     """Tasks for the row blocks of one matrix (transposed if asked); its pages are released afterwards."""
     weight, scales = _part(value, expert)
+    finite = scales is not None and bool(np.isfinite(scales).all())  # int8 x finite scales: never NaN
     try:
         if weight.ndim == 1:
-            yield lambda: np.array(weight, dtype=np.float32)
+            yield _task((1, weight.shape[0]), _rows, weight.reshape(1, -1), None, 0, 1, False)
             return
         rows, cols = weight.shape
-        out_rows, out_cols = (cols, rows) if transpose else (rows, cols)
-        step = max(1, BLOCK_BYTES // (4 * out_cols))
-        read = _columns_transposed if transpose else _rows
+        out_rows, out_cols = (cols, rows) if transpose_ else (rows, cols)
+        step = max(1, BLOCK_ELEMS // out_cols)
+        step = step - step % 8 if step > 8 else step  # whole 8x8 blocks for the transpose
+        read = _columns_transposed if transpose_ else _rows
         for start in range(0, out_rows, step):
-            yield functools.partial(read, weight, scales, start, min(out_rows, start + step))
+            stop = min(out_rows, start + step)
+            yield _task((stop - start, out_cols), read, weight, scales, start, stop, finite)
     finally:
         drop_pages(weight)
         if scales is not None:
