@@ -17,7 +17,8 @@ from grokweights.store import reshard
 
 TINY = preset("tiny")
 TOKENS = np.array([[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 0, 0]])
-AxisType = jax.sharding.AxisType
+AxisType = getattr(jax.sharding, "AxisType", None)
+pytestmark = pytest.mark.skipif(AxisType is None, reason="this JAX has no mesh axis types (every mesh is Auto)")
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +33,10 @@ def reference(store):
     return np.asarray(forward(load(store), TOKENS, TINY, layers="0", dtype="float32"))
 
 
-@pytest.mark.parametrize("kind", [AxisType.Explicit, AxisType.Auto], ids=["explicit", "auto"])
+@pytest.mark.parametrize("kind", ["Explicit", "Auto"], ids=["explicit", "auto"])
 @pytest.mark.parametrize("shape", [(2, 4), (8, 1)], ids=["2x4", "8x1"])
 def test_load_and_forward_on_make_mesh(store, reference, kind, shape):
+    kind = getattr(AxisType, kind)
     mesh = jax.make_mesh(shape, ("data", "model"), axis_types=(kind, kind))
     params = load(store, mesh)
     leaf = params["transformer/decoder_layer_0/moe/linear"]["w"].weight

@@ -10,6 +10,7 @@ Parameters are a haiku-style nested dict keyed by module path and param name, ex
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ __all__ = ["QuantizedWeight", "Params", "dequantize"]
 Params = dict[str, dict[str, Any]]
 
 
-@jax.tree_util.register_dataclass
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["weight", "scales"], meta_fields=[])
 @dataclass(frozen=True)
 class QuantizedWeight:
     """An int8 weight and its block scales (``scales.shape[-2]`` row blocks on the input axis)."""
