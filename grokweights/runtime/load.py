@@ -57,10 +57,11 @@ def _host_buffer(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
     jax on CPU adopts a suitably aligned numpy array without copying it (a tensorstore read result is not
     aligned enough, so it would be copied a second time), and pages of a plain anonymous mapping fill
-    several times faster here than numpy's fresh allocations with their huge-page hint.
+    several times faster here than numpy's fresh allocations with their huge-page hint. The mapping is
+    private: ``mmap.mmap(-1, n)`` alone is a shared one, backed by shmem, whose pages filled ~1.6x slower.
     """
     count = math.prod(shape)
-    mm = mmap.mmap(-1, max(1, count * dtype.itemsize))
+    mm = mmap.mmap(-1, max(1, count * dtype.itemsize), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     return np.frombuffer(mm, dtype, count=count).reshape(shape)
 
 
