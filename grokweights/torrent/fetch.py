@@ -195,6 +195,7 @@ def _add_params(job: _Job) -> tuple[Any, bool]:
         resume.trackers = list(dict.fromkeys([*resume.trackers, *atp.trackers]))
         resume.url_seeds = list(dict.fromkeys([*resume.url_seeds, *atp.url_seeds]))
         resume.peers = list(atp.peers)
+        resume.file_priorities = []  # nothing is wanted until this run's selection is applied
         atp = resume
     atp.save_path = str(job.dest)
     atp.url_seeds = list(dict.fromkeys([*atp.url_seeds, *job.options.web_seeds]))
