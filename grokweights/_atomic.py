@@ -17,12 +17,20 @@ def atomic_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial")
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
-    """Write ``data`` (bytes, or text as UTF-8) to ``path`` atomically; returns the path."""
+def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, fsync: bool = False) -> Path:
+    """Write ``data`` (bytes, or text as UTF-8) to ``path`` atomically; returns the path.
+
+    With ``fsync`` the data reaches the disk before the rename, so after a crash the file is either the old
+    one or the complete new one.
+    """
     path = Path(path)
     tmp = atomic_path(path)
     try:
-        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

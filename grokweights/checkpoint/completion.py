@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._atomic import write_atomic
+
 __all__ = ["STATE_DIR", "RECORD_SUFFIX", "CompletionRecord", "record_path", "read_record", "write_record",
            "incomplete_shards", "incomplete_reason"]
 
@@ -61,17 +63,7 @@ def write_record(dest: str | os.PathLike[str], record: CompletionRecord) -> Path
     """Write the record atomically and durably (temporary file, fsync, rename)."""
     path = record_path(dest, record.infohash)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(record.to_dict(), f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, json.dumps(record.to_dict(), indent=1), fsync=True)
 
 
 def read_record(path: str | os.PathLike[str]) -> CompletionRecord:
