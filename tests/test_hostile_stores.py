@@ -101,7 +101,8 @@ def test_reshard_destination_refusals(tiny_source, tmp_path):
     cases = [
         ([""], cwd, ("destination is empty", "name a folder")),
         ([afile], cwd, (str(afile), "is not a folder")),
-        ([tiny_source / "store"], cwd, ("inside the source checkpoint", "outside")),
+        ([tiny_source], cwd, ("inside the source checkpoint", "outside")),  # the folder holding ckpt-0
+        ([tiny_source / "ckpt-0"], cwd, ("inside the source checkpoint", "outside")),
         ([tiny_source / "ckpt-0" / "st"], cwd, ("inside the source checkpoint", "outside")),
     ]
     for dst, where, fix in cases:

@@ -261,10 +261,11 @@ def _check_destination(src: str | os.PathLike[str], dst: str | os.PathLike[str])
         raise UsageError(f"{text}: exists and is not a folder; choose a folder (new or a store) for the store",
                          path=local, expected="a folder")
     real = os.path.realpath(local)
-    for source in {os.path.realpath(os.fspath(src)), os.path.realpath(resolve_checkpoint_dir(src))}:
-        if real == source or real.startswith(source.rstrip(os.sep) + os.sep):
-            raise UsageError(f"{text}: inside the source checkpoint {os.fspath(src)}; choose a destination outside "
-                             "it (the store would mix with the shards)", path=local, expected="outside the source")
+    ckpt = os.path.realpath(resolve_checkpoint_dir(src))
+    # the store may sit beside ckpt-0 (in a folder of its own), never in it nor in the folder that holds it
+    if real in (ckpt, os.path.realpath(os.fspath(src)), os.path.dirname(ckpt)) or real.startswith(ckpt + os.sep):
+        raise UsageError(f"{text}: inside the source checkpoint {os.fspath(src)}; choose a destination outside "
+                         "it (the store would mix with the shards)", path=local, expected="outside the source")
 
 
 def _write_store(plan: ReshardPlan, ckpt: str, dst: str | os.PathLike[str], manifest: Any, *, jobs: int | None,
