@@ -8,9 +8,7 @@ use, so ``import grokweights`` (and ``grokweights --help``) costs almost nothing
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ._lazy import lazy_names
 from .errors import (
     ConfigError,
     GrokWeightsError,
@@ -58,11 +56,4 @@ __all__ = [
     "MeshError", "StoreError", "SmokeError", *(name for name in _LAZY if name != "open"),
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'grokweights' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _LAZY)

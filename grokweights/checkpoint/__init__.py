@@ -10,8 +10,7 @@ those are absent. Modules: :mod:`.config` (ModelConfig, presets), :mod:`.dtypes`
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_names
 
 #: public name -> module defining it, imported on first use (so ``import grokweights`` costs almost nothing and
 #: ``grokweights --help`` does not import numpy). ``verify`` is the module here; the function is
@@ -31,11 +30,4 @@ _NAMES = {
 
 __all__ = list(_NAMES)
 
-
-def __getattr__(name: str) -> Any:
-    module = _NAMES.get(name)
-    if module is None:
-        raise AttributeError(f"module 'grokweights.checkpoint' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _NAMES)

@@ -8,8 +8,7 @@ tokenizer can be used (and the CPU device count set) before jax starts.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_names
 
 #: public name -> module defining it (imported on first use).
 _NAMES = {"forward": "transformer", "prepare_forward": "transformer", "forward_shape": "transformer",
@@ -17,11 +16,4 @@ _NAMES = {"forward": "transformer", "prepare_forward": "transformer", "forward_s
 
 __all__ = list(_NAMES)
 
-
-def __getattr__(name: str) -> Any:
-    module = _NAMES.get(name)
-    if module is None:
-        raise AttributeError(f"module 'grokweights.model' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _NAMES)
