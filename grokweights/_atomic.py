@@ -7,9 +7,12 @@ at most that hidden temporary file, never a half-written ``NAME``.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
-__all__ = ["atomic_path", "write_atomic"]
+__all__ = ["atomic_path", "atomic_file", "write_atomic"]
 
 
 def atomic_path(path: Path) -> Path:
@@ -17,17 +20,18 @@ def atomic_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial")
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, fsync: bool = False) -> Path:
-    """Write ``data`` (bytes, or text as UTF-8) to ``path`` atomically; returns the path.
+@contextmanager
+def atomic_file(path: str | os.PathLike[str], *, fsync: bool = False) -> Iterator[BinaryIO]:
+    """A binary file open for writing under the temporary name, renamed to ``path`` when the block completes.
 
     With ``fsync`` the data reaches the disk before the rename, so after a crash the file is either the old
-    one or the complete new one.
+    one or the complete new one. If the block raises, the temporary file is removed and ``path`` untouched.
     """
     path = Path(path)
     tmp = atomic_path(path)
     try:
         with open(tmp, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
+            yield f
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
@@ -35,4 +39,10 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, fsync: bool
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, fsync: bool = False) -> Path:
+    """Write ``data`` (bytes, or text as UTF-8) to ``path`` atomically (see :func:`atomic_file`); returns the path."""
+    with atomic_file(path, fsync=fsync) as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+    return Path(path)

@@ -11,12 +11,12 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from grokweights._atomic import atomic_path
 from grokweights.checkpoint.config import preset
 from grokweights.checkpoint.layout import layout
 from grokweights.checkpoint.shards import (
     LazyArray,
     QuantizedWeight8bit,
-    atomic_path,
     dequantize,
     read_header,
     read_shard,

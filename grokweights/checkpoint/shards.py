@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .._atomic import atomic_path
+from .._atomic import atomic_file
 from ..constants import CKPT_DIRNAME, WRITE_CHUNK_BYTES
 from ..errors import GrokWeightsError, ShardFormatError
 from .files import open_regular
@@ -201,28 +201,19 @@ def write_shard(path: str | os.PathLike[str], value: ShardValue, *,
     sources: list[ArraySource] = (
         [value.weight, value.scales] if isinstance(value, QuantizedWeight8bit) else [value])  # type: ignore[list-item]
     sizes = payload_sizes(desc)
-    tmp = atomic_path(path)
     written = 0
-    try:
-        with open(tmp, "wb") as f:
-            for segment in encode(desc, numpy_module=numpy_module):
-                if isinstance(segment, bytes):
-                    written += f.write(segment)
-                    continue
-                start = written
-                for chunk in _chunks(sources[segment]):
-                    written += f.write(chunk)
-                if written - start != sizes[segment]:
-                    raise ShardFormatError(
-                        f"{path}: payload {segment} produced {written - start} bytes, expected {sizes[segment]}",
-                        path=str(path), expected=sizes[segment], actual=written - start)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(path, fsync=fsync) as f:
+        for segment in encode(desc, numpy_module=numpy_module):
+            if isinstance(segment, bytes):
+                written += f.write(segment)
+                continue
+            start = written
+            for chunk in _chunks(sources[segment]):
+                written += f.write(chunk)
+            if written - start != sizes[segment]:
+                raise ShardFormatError(
+                    f"{path}: payload {segment} produced {written - start} bytes, expected {sizes[segment]}",
+                    path=str(path), expected=sizes[segment], actual=written - start)
     return written
 
 
