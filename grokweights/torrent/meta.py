@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,8 @@ from typing import Any
 from .._atomic import write_atomic
 from ..checkpoint.bencode import encode
 from ..checkpoint.completion import STATE_DIR
-from ..errors import TorrentError, UsageError
+from ..checkpoint.files import open_regular
+from ..errors import NotRegularFileError, TorrentError, UsageError
 
 __all__ = ["Source", "resolve_source", "check_info_dict", "torrent_bytes", "write_torrent", "magnet_link",
            "TORRENT_STATE_DIR", "load_torrent", "parse_magnet", "read_torrent_bytes", "MAX_TORRENT_BYTES",
@@ -104,18 +104,17 @@ def read_torrent_bytes(path: str | os.PathLike[str]) -> bytes:
     """
     shown = os.fspath(path)
     try:
-        fd = os.open(shown, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        f = open_regular(shown, what=".torrent file", fix="give a .torrent file")
+    except NotRegularFileError as exc:
+        raise UsageError(exc.message, path=shown, expected="regular file", actual=exc.actual) from None
     except OSError as exc:
         raise UsageError(f"{shown}: cannot read torrent file ({exc.strerror or exc})", path=shown) from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise UsageError(f"{shown}: not a regular file; give a .torrent file", path=shown,
-                             expected="regular file", actual=stat.filemode(st.st_mode))
-        if st.st_size > MAX_TORRENT_BYTES:
-            raise UsageError(f"{shown}: {st.st_size:,} bytes is too large for a .torrent file (at most "
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_TORRENT_BYTES:
+            raise UsageError(f"{shown}: {size:,} bytes is too large for a .torrent file (at most "
                              f"{MAX_TORRENT_BYTES:,}); give the right file", path=shown,
-                             expected=MAX_TORRENT_BYTES, actual=st.st_size)
+                             expected=MAX_TORRENT_BYTES, actual=size)
         return f.read(MAX_TORRENT_BYTES + 1)
 
 
