@@ -18,7 +18,7 @@ from ..errors import StoreError
 from ..sharding.mesh import MeshSpec, RuleSet
 from ..sharding.plan import FORMAT_VERSION, ArrayPlan, ReshardPlan
 from .kv import context, open_array, read_error, read_key
-from .specs import kvstore_spec, zarr3_spec
+from .specs import kvstore_spec, record_of, zarr3_spec
 
 __all__ = ["Store", "read_index", "index_digest", "store_state", "INDEX_FORMAT", "FINISHED", "UNFINISHED"]
 
@@ -151,11 +151,12 @@ class Store:
         fix = "rerun `grokweights reshard` into this store to rewrite it"
         if raw is None:
             raise StoreError(f"{where}: array missing (no zarr.json); the store is damaged: {fix}", path=where)
+        record = record_of(raw)
         try:
-            record = json.loads(raw)["attributes"]["grokweights"]
-            bound = (record["plan"] == array.to_dict() and record["sha256"] == self.index["sha256"].get(path)
+            bound = (record is not None and record.get("plan") == array.to_dict()
+                     and record.get("sha256") == self.index["sha256"].get(path)
                      and hashlib.sha256(raw).hexdigest() == self.index["metadata"].get(path))
-        except (ValueError, KeyError, TypeError):
+        except (KeyError, TypeError, AttributeError):  # an index whose tables are missing or not objects
             bound = False
         if not bound:
             raise StoreError(f"{where}: its zarr.json is not the one the store index recorded for this path (arrays "

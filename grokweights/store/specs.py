@@ -7,6 +7,7 @@ are the checkpoint's (:mod:`grokweights.checkpoint.dtypes`), which are also zarr
 from __future__ import annotations
 
 import itertools
+import json
 import os
 from typing import Any
 from urllib.parse import urlparse
@@ -14,7 +15,7 @@ from urllib.parse import urlparse
 from ..checkpoint.dtypes import ITEMSIZE
 from ..errors import UsageError
 
-__all__ = ["kvstore_spec", "local_path", "join", "codecs_for", "zarr3_spec", "chunk_keys"]
+__all__ = ["kvstore_spec", "local_path", "join", "codecs_for", "zarr3_spec", "record_of", "RECORD_KEY", "chunk_keys"]
 
 
 def kvstore_spec(location: str | os.PathLike[str]) -> dict[str, Any]:
@@ -84,3 +85,16 @@ def _zarr_dtype(name: str) -> str:
         raise UsageError(f"dtype {name!r} cannot be stored; expected one of {', '.join(ITEMSIZE)}",
                          expected=list(ITEMSIZE), actual=name)
     return name
+
+
+#: the key of an array's ``zarr.json`` attributes under which reshard records plan entry, source and digest.
+RECORD_KEY = "grokweights"
+
+
+def record_of(zarr_json: bytes) -> dict[str, Any] | None:
+    """The record reshard keeps in an array's ``zarr.json`` (see :data:`RECORD_KEY`), or None if it has none."""
+    try:
+        record = json.loads(zarr_json)["attributes"][RECORD_KEY]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return record if isinstance(record, dict) else None

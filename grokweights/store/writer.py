@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from ..checkpoint.shards import drop_pages, read_shard
 from ..errors import StoreError
 from ..sharding.plan import FORMAT_VERSION, ArrayPlan
 from . import kv as tskv
-from .specs import chunk_keys, zarr3_spec
+from .specs import RECORD_KEY, chunk_keys, record_of, zarr3_spec
 
 __all__ = ["ArrayWriter", "completed", "chunk_stats", "source_identity"]
 
@@ -73,11 +72,10 @@ def completed(array: ArrayPlan, kv: dict[str, Any], ctx: Any, source: dict[str, 
     raw = tskv.read_key(kv, f"{array.store_path}/zarr.json", ctx=ctx)
     if raw is None:
         return None
-    try:
-        record = json.loads(raw)["attributes"]["grokweights"]
-    except (ValueError, KeyError, TypeError):
+    record = record_of(raw)
+    if record is None:
         return None
-    if not (isinstance(record, dict) and record.get("plan") == array.to_dict() and record.get("source") == source
+    if not (record.get("plan") == array.to_dict() and record.get("source") == source
             and record.get("sha256") and record.get("format") == FORMAT_VERSION):
         logger.info("%s: existing array does not match the plan; rewriting it", array.store_path)
         return None
@@ -153,7 +151,7 @@ class ArrayWriter:
             raise StoreError(f"{array.store_path}: chunks vanished before the array was published (another writer "
                              "in this store?); rerun reshard", path=array.store_path)
         spec = zarr3_spec(self.kv, array.store_path, shape=array.shape, dtype=array.dtype,
-                          chunk_shape=array.chunk_shape, codec=array.codec, attributes={"grokweights": record})
+                          chunk_shape=array.chunk_shape, codec=array.codec, attributes={RECORD_KEY: record})
         tskv.open_array(spec, mode="publish", ctx=self.ctx)
 
     def _write_chunks(self, array: ArrayPlan, source: Any, spec: dict[str, Any]) -> str:
