@@ -47,7 +47,7 @@ from .lock import writer_lock
 from .specs import kvstore_spec, local_path
 from .writer import ArrayWriter, completed, source_identity
 
-__all__ = ["reshard", "ReshardReport", "plan_for_checkpoint", "write_index"]
+__all__ = ["reshard", "ReshardReport", "plan_for_checkpoint", "write_index", "existing_index", "unpublish"]
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +201,27 @@ def _existing_index(dst: str | os.PathLike[str], ctx: Any) -> dict[str, Any] | N
     return existing
 
 
+
+def existing_index(dst: str | os.PathLike[str], plan: ReshardPlan, ctx: Any) -> dict[str, Any] | None:
+    """The index already in ``dst`` when it is current, intact and for ``plan``; None when absent, of an older
+    format or damaged (see :func:`_existing_index`).
+
+    Raises:
+        StoreError: ``dst`` holds a store for another plan, or of a newer format.
+    """
+    existing = _existing_index(dst, ctx)
+    if existing is not None and existing.get("plan") != plan.to_dict():
+        raise StoreError(f"{dst}: already holds a store for another plan (mesh {existing.get('mesh')}, rules "
+                         f"{existing.get('rules', {}).get('name')}); delete it or choose another destination",
+                         path=os.fspath(dst), expected=plan.mesh.to_dict(), actual=existing.get("mesh"))
+    return existing
+
+
+def unpublish(kv: dict[str, Any], ctx: Any) -> None:
+    """Delete the store index: the store is unfinished until every array is proven complete again."""
+    tskv.delete_key(kv, STORE_INDEX_NAME, ctx=ctx)
+
+
 def reshard(src: str | os.PathLike[str], dst: str | os.PathLike[str], mesh: MeshSpec | str, *,
             rules: RuleSet | str = "grok1", dtype: str = "keep", compression: str = "none",
             jobs: int | None = None, layers: str | Iterable[int] | None = None, manifest: Any = None,
@@ -276,11 +297,7 @@ def _write_store(plan: ReshardPlan, ckpt: str, dst: str | os.PathLike[str], mani
     kv = kvstore_spec(dst)
     ctx = tskv.context(jobs=jobs or os.cpu_count(), sync=False)  # durability: one syncfs per array
     with writer_lock(kv):
-        existing = _existing_index(dst, ctx)
-        if existing is not None and existing.get("plan") != plan.to_dict():
-            raise StoreError(f"{dst}: already holds a store for another plan (mesh {existing.get('mesh')}, rules "
-                             f"{existing.get('rules', {}).get('name')}); delete it or choose another destination",
-                             path=os.fspath(dst))
+        existing = existing_index(dst, plan, ctx)
         sources = {f: source_identity(f, ckpt, _source_sha256(manifest, f))
                    for f in dict.fromkeys(a.source_file for a in plan.arrays)}
         digests = {a.store_path: completed(a, kv, ctx, sources[a.source_file]) for a in plan.arrays}
@@ -288,7 +305,7 @@ def _write_store(plan: ReshardPlan, ckpt: str, dst: str | os.PathLike[str], mani
         if local_path(kv) is not None:
             require_space(local_path(kv), sum(a.nbytes for a in todo), what="to write into the store")
         if todo or existing is None:  # unfinished again until every array is proven complete
-            tskv.delete_key(kv, STORE_INDEX_NAME, ctx=ctx)
+            unpublish(kv, ctx)
         with ArrayWriter(kv, ctx, sync=sync, progress=progress) as writer:
             for array in plan.arrays:
                 if digests[array.store_path] is not None:

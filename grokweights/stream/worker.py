@@ -26,12 +26,11 @@ from collections.abc import Callable
 from typing import Any
 
 from ..checkpoint.hashing import sha256_file
-from ..constants import CKPT_DIRNAME, STORE_INDEX_NAME
+from ..constants import CKPT_DIRNAME
 from ..errors import StoreError, VerificationError
 from ..sharding.plan import ArrayPlan, ReshardPlan
 from ..store import kv as tskv
-from ..store.index import read_index
-from ..store.reshard import plan_for_checkpoint, write_index
+from ..store.reshard import existing_index, plan_for_checkpoint, unpublish, write_index
 from ..store.specs import kvstore_spec
 from ..store.writer import ArrayWriter, completed, source_identity
 
@@ -59,14 +58,10 @@ def open_worker(root: str | os.PathLike[str], dst: str | os.PathLike[str], mesh:
     os.makedirs(os.path.join(root, CKPT_DIRNAME), exist_ok=True)
     ckpt, manifest, plan = plan_for_checkpoint(root, mesh, rules=rules, dtype=dtype, compression=compression,
                                                layers=layers, manifest=manifest)
-    existing = read_index(dst)
-    if existing is not None and existing.get("plan") != plan.to_dict():
-        raise StoreError(f"{dst}: already holds a store for another plan (mesh {existing.get('mesh')}); delete it "
-                         "or choose another destination", path=os.fspath(dst), expected=plan.mesh.to_dict(),
-                         actual=existing.get("mesh"))
     converter = ConversionWorker(plan, manifest, ckpt, dst, **worker)
-    if existing is not None and converter.remaining:  # unfinished again until every array is proven complete
-        tskv.delete_key(converter.kv, STORE_INDEX_NAME, ctx=converter.ctx)
+    existing = existing_index(dst, plan, converter.ctx)  # an older or damaged index is rewritten, as by reshard
+    if converter.remaining or existing is None:  # unfinished again until every array is proven complete
+        unpublish(converter.kv, converter.ctx)
     return converter
 
 
