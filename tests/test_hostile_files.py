@@ -113,3 +113,16 @@ def test_manifest_file_fifo(tmp_path, tiny_checkpoint):
     os.mkfifo(fifo)
     result = run_cli(["verify", tiny_checkpoint], timeout=30)
     assert_clean_failure(result, names=str(fifo), fix="FIFO")
+
+
+def test_fingerprint_files_are_read_as_bounded_regular_json(tmp_path):
+    """A fingerprint (smoke --expect) that is a FIFO, nested too deeply or missing: one UsageError naming it."""
+    from grokweights.errors import UsageError
+    from grokweights.runtime.fingerprint import Fingerprint
+
+    os.mkfifo(tmp_path / "fifo.json")
+    (tmp_path / "deep.json").write_text("[" * 100_000)
+    for name, said in (("fifo.json", "not a regular file"), ("deep.json", "nested too deeply"),
+                       ("none.json", "not found")):
+        with pytest.raises(UsageError, match=f"{name}: .*{said}"):
+            Fingerprint.load(tmp_path / name)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .._atomic import write_atomic
+from ..checkpoint.files import read_json
 from ..errors import UsageError
 
 __all__ = ["Fingerprint", "FINGERPRINT_K", "DECIMALS", "default_tolerance"]
@@ -129,13 +130,10 @@ class Fingerprint:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Fingerprint:
         """Read a fingerprint file, naming the file in any error."""
-        try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise UsageError(f"{path}: fingerprint file not found; create it with `grokweights smoke "
-                             "--save-expect FILE`", path=path, expected="a fingerprint file") from None
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"{path}: cannot read fingerprint ({exc})", path=path) from None
+        fix = "create it with `grokweights smoke --save-expect FILE`"
+        if not os.path.lexists(path):
+            raise UsageError(f"{path}: fingerprint file not found; {fix}", path=path, expected="a fingerprint file")
+        data = read_json(path, what="fingerprint file", fix=fix, error=UsageError)  # regular file, bounded
         return cls.from_dict(data, source=os.fspath(path))
 
 
