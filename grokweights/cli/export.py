@@ -1,4 +1,4 @@
-"""The ``export`` command: the checkpoint as GGUF (llama.cpp) or safetensors (SGLang, vLLM)."""
+"""The ``export`` command: the checkpoint (or a store) as GGUF (llama.cpp) or safetensors (SGLang, vLLM)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ from ._common import config_options, emit_json, human_bytes, json_option, quiet_
 def export(src: Path, dst: Path, fmt: str, dtype: str, layers: str | None, shard_size: str | None,
            tokenizer: Path | None, force: bool, dry_run: bool, preset_name: str | None, config_file: Path | None,
            as_json: bool, quiet: bool) -> None:
-    """Export the official checkpoint SRC to DST for another engine, one tensor at a time.
+    """Export the official checkpoint SRC (or a store that reshard or fetch --reshard wrote) to DST for another
+    engine, one tensor at a time; from a store the bytes are those its ckpt-0/ exports.
 
     DST is a .gguf file for --format gguf and a folder (safetensors, index, config.json) otherwise. Files
     are written under a hidden .DST.partial name and renamed when complete; a rerun after an interruption

@@ -19,11 +19,11 @@ from pathlib import Path
 
 from .._space import require_space
 from ..checkpoint.config import ModelConfig
-from ..checkpoint.inspection import checkpoint_config
 from ..checkpoint.layout import layer_indices
 from ..errors import UsageError
 from ._plan import OutTensor, plan_tensors, render_table
 from ._source import CheckpointSource
+from ._storesource import StoreSource, open_source
 
 __all__ = ["export", "ExportReport", "parse_size"]
 
@@ -121,7 +121,7 @@ def _publish(fmt: str, staging: Path, dst: Path, files: list[Path], existing: li
     return finals
 
 
-def _write(fmt: str, staging: Path, dst: Path, tensors: list[OutTensor], source: CheckpointSource,
+def _write(fmt: str, staging: Path, dst: Path, tensors: list[OutTensor], source: CheckpointSource | StoreSource,
            config: ModelConfig, dtype: str, layers: int, max_bytes: int, tokenizer, on_tensor) -> list[Path]:
     if fmt == "gguf":
         from ._gguf import write_gguf
@@ -146,10 +146,11 @@ def export(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, format: 
            tokenizer: str | os.PathLike[str] | None = None, force: bool = False, dry_run: bool = False,
            config: ModelConfig | str | None = None,
            on_tensor: Callable[[OutTensor], None] | None = None) -> ExportReport:
-    """Export a ``ckpt-0`` checkpoint to GGUF (llama.cpp) or safetensors (SGLang, vLLM/hpcai-tech names).
+    """Export a checkpoint or a store to GGUF (llama.cpp) or safetensors (SGLang, vLLM/hpcai-tech names).
 
     Args:
-        src: the folder holding ``ckpt-0/`` (or ``ckpt-0/`` itself).
+        src: the folder holding ``ckpt-0/`` (or ``ckpt-0/`` itself), or a store written by ``reshard`` /
+            ``fetch --reshard`` (the same bytes as exporting the ``ckpt-0/`` it came from).
         dst: the ``.gguf`` file (``gguf``) or the output folder (``sglang``, ``hf``).
         format: ``gguf``, ``sglang`` or ``hf``.
         dtype: ``bf16`` (default), ``f16``, ``f32``, or ``q8_0`` (gguf only); norms and router stay f32.
@@ -158,7 +159,7 @@ def export(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, format: 
         tokenizer: SentencePiece ``tokenizer.model`` (gguf: the vocabulary; safetensors: copied beside).
         force: replace an existing destination.
         dry_run: plan only; the report's ``table`` lists every tensor.
-        config: the model config (a preset name or ModelConfig); else recorded or inferred.
+        config: the model config (a preset name or ModelConfig); else recorded or inferred (a store's own).
         on_tensor: called after each tensor is written.
 
     Raises:
@@ -166,13 +167,16 @@ def export(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, format: 
         InsufficientSpaceError: the destination's disk cannot hold the output.
     """
     started = time.monotonic()
-    cfg = checkpoint_config(src, config)
-    chosen = layer_indices(layers, num_layers=cfg.num_layers)
+    source, cfg = open_source(src, config)
+    if isinstance(source, StoreSource):
+        chosen = layer_indices(layers, num_layers=cfg.num_layers) if layers is not None else source.layers
+        source.require_layers(chosen)
+    else:
+        chosen = layer_indices(layers, num_layers=cfg.num_layers)
     tensors = plan_tensors(cfg, format, dtype, chosen)
     max_bytes = parse_size(shard_size) if shard_size is not None else DEFAULT_SHARD_BYTES[format]
     dst = Path(dst)
     report = ExportReport(format, dtype, os.fspath(dst), list(chosen), tensors, dry_run=dry_run)
-    source = CheckpointSource(src, cfg)
     if dry_run:
         return report
     if tokenizer is not None and not Path(tokenizer).is_file():

@@ -27,7 +27,7 @@ from ._encode import Piece, encode_pieces
 from ._kernels import scratch, transpose
 from ._plan import OutTensor
 
-__all__ = ["CheckpointSource", "BLOCK_ELEMS"]
+__all__ = ["CheckpointSource", "matrix_tasks", "BLOCK_ELEMS"]
 
 #: output elements of one block (one task of a worker thread).
 BLOCK_ELEMS = 2 * 2**20
@@ -137,7 +137,13 @@ def _task(shape: tuple[int, int], pieces: Callable[..., Iterator[Piece]], *args:
 
 def _matrix_tasks(value: Any, expert: int | None, transpose_: bool) -> Iterator[Callable[[str], np.ndarray]]:
     """Tasks for the row blocks of one matrix (transposed if asked); its pages are released afterwards."""
-    weight, scales = _part(value, expert)
+    return matrix_tasks(*_part(value, expert), transpose_)
+
+
+def matrix_tasks(weight: np.ndarray, scales: np.ndarray | None,
+                 transpose_: bool) -> Iterator[Callable[[str], np.ndarray]]:
+    """Tasks for the row blocks of one 1-D/2-D ``weight`` (int8 with block ``scales``, or float; transposed if
+    asked), each returning a block's encoded bytes; a memory map's pages are released afterwards."""
     finite = scales is not None and bool(np.isfinite(scales).all())  # int8 x finite scales: never NaN
     try:
         if weight.ndim == 1:
