@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	# llama.cpp for the GGUF export tests: built from source once for a portable CPU baseline (.ci/llama-cpp)
 	.ci/llama-cpp $(PY) \
 		|| echo "llama-cpp-python could not be built; the llama.cpp export tests will be skipped" >&2
+	# compressed-tensors for the int8 export tests: pulls in torch (several GB, about 2 min once; pip caches it)
+	$(PY) -m pip install --quiet -e '.[int8-test]' \
+		|| echo "compressed-tensors could not be installed; the int8 export tests will be skipped" >&2
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -11,8 +11,9 @@ engine's forward differs from Grok-1's. Imports numpy (and ``gguf``/``safetensor
 
 from __future__ import annotations
 
-from ._plan import DTYPES, FORMATS, OutTensor, plan_tensors, render_table
+from ._plan import DTYPES, FORMATS, plan_tensors, render_table
 from ._run import ExportReport, export, parse_size
+from ._tensor import OutTensor
 
 __all__ = ["export", "ExportReport", "OutTensor", "plan_tensors", "render_table", "parse_size", "FORMATS",
            "DTYPES"]

@@ -32,7 +32,7 @@ _POOL: ThreadPoolExecutor | None = None
 _FREE: list[np.ndarray] = []
 _FREE_LOCK = threading.Lock()
 _BYTES_PER_ROW = {"f32": lambda c: 4 * c, "f16": lambda c: 2 * c, "bf16": lambda c: 2 * c,
-                  "q8_0": lambda c: c // 32 * 34}
+                  "q8_0": lambda c: c // 32 * 34, "i8pack": lambda c: c}
 
 
 class _Buffer(np.ndarray):
@@ -59,7 +59,9 @@ def recycle(buf: np.ndarray) -> None:
 def _put(piece: np.ndarray, nan_free: bool, dtype: str, dest: np.ndarray) -> None:
     """Encode one piece (rows, cols) into ``dest``, the bytes of exactly those rows."""
     rows, cols = piece.shape
-    if dtype == "bf16" and nan_free:
+    if dtype == "i8pack":  # int8 values + 128, four to a little-endian int32 word: the bytes with the top bit flipped
+        np.bitwise_xor(piece.view(np.uint8), np.uint8(0x80), out=dest.reshape(rows, cols))
+    elif dtype == "bf16" and nan_free:
         bf16_bits(piece, dest.view(np.uint16).reshape(rows, cols))
     elif dtype in ("f32", "f16", "bf16"):
         target = {"f32": np.float32, "f16": np.float16, "bf16": bfloat16()}[dtype]

@@ -17,8 +17,8 @@ import numpy as np
 
 from ..checkpoint.config import ModelConfig
 from ._hfconfig import ATTN_SOFTCAP, CONTEXT_LENGTH, RMS_EPS, ROPE_THETA
-from ._plan import OutTensor
 from ._safetensors import write_tensor
+from ._tensor import OutTensor
 from ._vocab import Vocab
 
 __all__ = ["write_gguf", "split_names", "ARCH"]

@@ -21,7 +21,7 @@ ROPE_THETA = 10000.0
 RMS_EPS = 1e-5
 CONTEXT_LENGTH = 8192
 ATTN_SOFTCAP = 30.0
-_TORCH_DTYPE = {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}
+_TORCH_DTYPE = {"bf16": "bfloat16", "f16": "float16", "f32": "float32", "int8": "bfloat16"}
 
 
 def _common(config: ModelConfig, layers: int, dtype: str) -> dict[str, Any]:
@@ -56,4 +56,8 @@ def config_json(fmt: str, config: ModelConfig, layers: int, dtype: str) -> dict[
                          "AutoModelForCausalLM": "hpcai-tech/grok-1--modeling_grok1.Grok1ModelForCausalLM"},
             "num_experts": config.num_experts, "max_attn_value": ATTN_SOFTCAP, "tie_word_embeddings": True,
         })
+    if dtype == "int8":
+        from ._int8 import quantization_config
+
+        data["quantization_config"] = quantization_config(fmt, config)
     return dict(sorted(data.items()))

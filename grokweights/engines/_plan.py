@@ -13,59 +13,20 @@ Expert roles (established from the sources, proven by ``tests/test_export*.py``)
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from ..checkpoint.config import ModelConfig
 from ..errors import UsageError
+from ._int8 import int8_groups, int8_parts
+from ._tensor import Q8_BLOCK, OutTensor, tensor_bytes
 
 __all__ = ["FORMATS", "DTYPES", "OutTensor", "plan_tensors", "tensor_bytes", "render_table", "Q8_BLOCK"]
 
 #: the target formats.
 FORMATS = ("gguf", "sglang", "hf")
-#: output dtypes (``q8_0`` only for gguf).
-DTYPES = ("bf16", "f16", "f32", "q8_0")
-#: values per q8_0 block (ggml's QK8_0) and bytes per block (an f16 scale and 32 int8 values).
-Q8_BLOCK, Q8_BLOCK_BYTES = 32, 34
-_ITEMSIZE = {"f32": 4, "f16": 2, "bf16": 2}
-
+#: output dtypes (``q8_0`` only for gguf; ``int8``, the release's int8 as compressed-tensors, only for safetensors).
+DTYPES = ("bf16", "f16", "f32", "q8_0", "int8")
 EMBED = "language_model/in_out_embed/embeddings"
 FINAL_NORM = "language_model/rms_norm/scale"
-
-
-@dataclass(frozen=True)
-class OutTensor:
-    """One tensor of the output.
-
-    Attributes:
-        name: the target's name.
-        shape: numpy (row-major) shape as written; matrices are ``(out, in)``.
-        dtype: ``f32``, ``bf16``, ``f16`` or ``q8_0``.
-        source: the checkpoint tensor it comes from (``module/path/param``).
-        expert: for one expert of a stacked ``[E, in, out]`` source, its index; None for the whole tensor.
-        transpose: whether the last two axes of the source are swapped.
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    source: str
-    expert: int | None = None
-    transpose: bool = False
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the tensor's data as written."""
-        return tensor_bytes(self.shape, self.dtype)
-
-
-def tensor_bytes(shape: tuple[int, ...], dtype: str) -> int:
-    """Bytes of a tensor of ``shape`` in ``dtype`` (q8_0: 34 bytes per 32 values of the last axis)."""
-    count = 1
-    for n in shape:
-        count *= n
-    if dtype == "q8_0":
-        return count // Q8_BLOCK * Q8_BLOCK_BYTES
-    return count * _ITEMSIZE[dtype]
 
 
 def _weight_dtype(dtype: str, inner: int) -> str:
@@ -139,10 +100,14 @@ def _gguf_layer(i: int, out: int, config: ModelConfig, dtype: str) -> list[OutTe
 def _st_layer(i: int, out: int, config: ModelConfig, dtype: str, names: dict[str, str]) -> list[OutTensor]:
     pre = f"transformer/decoder_layer_{i}"
     tensors = []
+    groups = int8_groups(config) if dtype == "int8" else {}
     for role, (module, param) in _LAYER_SOURCES.items():
         shape, source = _role_shape(role, config), f"{pre}/{module}/{param}"
         name = f"model.layers.{out}.{names[role]}"
-        if role in _EXPERTS:
+        if role in groups:  # int8: each matrix as compressed-tensors parts
+            for e in range(config.num_experts) if role in _EXPERTS else [None]:
+                tensors += int8_parts(name.format(e=e), shape, source, expert=e, group=groups[role])
+        elif role in _EXPERTS:
             tensors += [OutTensor(name.format(e=e), shape, dtype, source, expert=e, transpose=True)
                         for e in range(config.num_experts)]
         else:
@@ -164,8 +129,11 @@ def plan_tensors(config: ModelConfig, fmt: str, dtype: str, layers: Iterable[int
         raise UsageError(f"unknown export dtype {dtype!r}; choose one of {', '.join(DTYPES)}",
                          expected=list(DTYPES), actual=dtype)
     if dtype == "q8_0" and fmt != "gguf":
-        raise UsageError(f"dtype q8_0 is a GGUF block format; --format {fmt} takes bf16, f16 or f32",
-                         expected=["bf16", "f16", "f32"], actual=dtype)
+        raise UsageError(f"dtype q8_0 is a GGUF block format; --format {fmt} takes bf16, f16, f32 or int8",
+                         expected=["bf16", "f16", "f32", "int8"], actual=dtype)
+    if dtype == "int8" and fmt == "gguf":
+        raise UsageError("dtype int8 is compressed-tensors safetensors (--format sglang or hf); a GGUF takes "
+                         "bf16, f16, f32 or a ggml type (q8_0 keeps 8 bits)", expected=["sglang", "hf"], actual=fmt)
     d, v = config.emb_size, config.vocab_size
     if fmt == "gguf":
         tensors = [OutTensor("token_embd.weight", (v, d), _weight_dtype(dtype, d), EMBED)]
@@ -173,13 +141,14 @@ def plan_tensors(config: ModelConfig, fmt: str, dtype: str, layers: Iterable[int
             tensors += _gguf_layer(i, out, config, dtype)
         return tensors + [OutTensor("output_norm.weight", (d,), "f32", FINAL_NORM)]
     names = SGLANG_NAMES if fmt == "sglang" else HF_NAMES
-    tensors = [OutTensor("model.embed_tokens.weight", (v, d), dtype, EMBED)]
+    dense = "bf16" if dtype == "int8" else dtype  # int8: the embedding and lm_head in the engines' bfloat16
+    tensors = [OutTensor("model.embed_tokens.weight", (v, d), dense, EMBED)]
     for out, i in enumerate(layers):
         tensors += _st_layer(i, out, config, dtype, names)
     final = "model.norm.weight" if fmt == "sglang" else "model.norm.scale"
     tensors.append(OutTensor(final, (d,), "f32", FINAL_NORM))
     if fmt == "sglang":  # SGLang builds a separate lm_head (it scales it by output_multiplier_scale on load)
-        tensors.append(OutTensor("lm_head.weight", (v, d), dtype, EMBED))
+        tensors.append(OutTensor("lm_head.weight", (v, d), dense, EMBED))
     return tensors
 
 

@@ -21,9 +21,10 @@ from .._space import require_space
 from ..checkpoint.config import ModelConfig
 from ..checkpoint.layout import layer_indices
 from ..errors import UsageError
-from ._plan import OutTensor, plan_tensors, render_table
+from ._plan import plan_tensors, render_table
 from ._source import CheckpointSource
 from ._storesource import StoreSource, open_source
+from ._tensor import OutTensor
 
 __all__ = ["export", "ExportReport", "parse_size"]
 
@@ -171,6 +172,10 @@ def export(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, format: 
     if isinstance(source, StoreSource):
         chosen = layer_indices(layers, num_layers=cfg.num_layers) if layers is not None else source.layers
         source.require_layers(chosen)
+        if dtype == "int8" and not source.holds_int8:
+            raise UsageError(f"{src}: the store holds bfloat16 weights (reshard --dtype bfloat16), not the release's "
+                             "int8; export int8 from ckpt-0/ or from a store that keeps int8", path=src,
+                             expected="int8 weights and scales", actual="bfloat16")
     else:
         chosen = layer_indices(layers, num_layers=cfg.num_layers)
     tensors = plan_tensors(cfg, format, dtype, chosen)

@@ -17,12 +17,12 @@ import numpy as np
 
 from ..errors import GrokWeightsError
 from ._encode import recycle, run_ordered
-from ._plan import OutTensor
+from ._tensor import OutTensor
 
 __all__ = ["group_by_size", "write_safetensors", "INDEX_NAME", "file_names"]
 
 INDEX_NAME = "model.safetensors.index.json"
-_ST_DTYPE = {"f32": "F32", "f16": "F16", "bf16": "BF16"}
+_ST_DTYPE = {"f32": "F32", "f16": "F16", "bf16": "BF16", "i8pack": "I32", "i64": "I64"}
 
 
 def group_by_size(tensors: list[OutTensor], max_bytes: int) -> list[list[OutTensor]]:

@@ -24,8 +24,9 @@ from ..checkpoint.quant import dequantize_region
 from ..checkpoint.shards import QuantizedWeight8bit, drop_pages, read_shard
 from ..errors import LayoutMismatchError
 from ._encode import Piece, encode_pieces
+from ._int8 import int8_tasks
 from ._kernels import scratch, transpose
-from ._plan import OutTensor
+from ._tensor import OutTensor
 
 __all__ = ["CheckpointSource", "matrix_tasks", "BLOCK_ELEMS"]
 
@@ -81,7 +82,9 @@ class CheckpointSource:
         """
         value = self.open(tensor.source)
         stacked = len(_shape_of(value)[0]) == 3
-        if stacked and tensor.expert is None:  # all experts, stacked [E, out, in]
+        if tensor.part is not None:  # a compressed-tensors part of one int8 matrix
+            yield from int8_tasks(*_part(value, tensor.expert if stacked else None), tensor, matrix_tasks)
+        elif stacked and tensor.expert is None:  # all experts, stacked [E, out, in]
             for e in range(_shape_of(value)[0][0]):
                 yield from _matrix_tasks(value, e, tensor.transpose)
         else:

@@ -28,8 +28,9 @@ from ..checkpoint.config import ModelConfig
 from ..checkpoint.dtypes import ITEMSIZE
 from ..constants import STORE_INDEX_NAME
 from ..errors import LayoutMismatchError, UsageError
-from ._plan import OutTensor
+from ._int8 import int8_tasks
 from ._source import matrix_tasks
+from ._tensor import OutTensor
 
 __all__ = ["StoreSource", "open_source", "is_store", "BAND_BYTES"]
 
@@ -74,6 +75,11 @@ class StoreSource:
             raise UsageError(f"{self.store.location}: the store holds decoder layers {_ranges(self.layers)}, not "
                              f"{_ranges(missing)}; pass --layers within them", path=self.store.location,
                              expected=self.layers, actual=missing)
+
+    @property
+    def holds_int8(self) -> bool:
+        """Whether the store keeps the release's int8 weights (not ``reshard --dtype bfloat16``)."""
+        return any(path.endswith("/scales") for path in self.paths)
 
     def _parts(self, key: str) -> tuple[str, str | None]:
         """The store paths of ``key``'s weight (or plain array) and scales (None for a plain array)."""
@@ -122,6 +128,9 @@ class StoreSource:
 
     def blocks(self, tensor: OutTensor) -> Iterator[Callable[[str], np.ndarray]]:
         """The output tensor as tasks of whole output rows, in order (see ``CheckpointSource.blocks``)."""
+        if tensor.part is not None:  # a compressed-tensors part of one int8 matrix
+            yield from int8_tasks(*self._matrix(tensor.source, tensor.expert), tensor, matrix_tasks)
+            return
         units = self._units(tensor)
         pending: Future | None = _reader().submit(units[0])
         for i in range(len(units)):
