@@ -202,7 +202,7 @@ def _export_stage(run: _Runner, work: Path, checkpoint: Path, manifest: Any) -> 
         import numpy as np
 
         report = export(checkpoint, work / "export" / "tiny.gguf", format="gguf", dtype="f32",
-                        config=manifest.config, force=True)
+                        config=manifest.config, manifest=manifest, force=True)
         done = f"{len(report.tensors)} tensors -> {Path(report.files[0]).name}"
         try:
             import llama_cpp

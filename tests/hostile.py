@@ -38,12 +38,13 @@ def _limits(memory: int | None):
 
 
 def run_cli(args, *, cwd=None, env: dict | None = None, timeout: float = 60, memory: int | None = 2 << 30,
-            stdin: str | None = None) -> CliResult:
+            stdin: str | None = None, wrap: list[str] | None = None) -> CliResult:
     """Run ``grokweights ARGS`` in a subprocess under ``memory`` bytes of address space and ``timeout`` seconds.
 
     Returns ``(returncode, stdout, stderr)``. A run past ``timeout`` fails the test (the process group is killed).
     ``env`` adds to (a value of None removes from) the current environment; GROKWEIGHTS_DEBUG is always removed
-    so errors print as users see them.
+    so errors print as users see them. ``wrap`` is a command that runs the CLI (e.g. ``["prlimit", "--fsize=N",
+    "--"]``): it is given the CLI's command line as its last arguments.
     """
     full_env = {**os.environ, "GROKWEIGHTS_DISABLE_PROGRESS": "1", "PYTHONPATH": str(REPO)}
     full_env.pop("GROKWEIGHTS_DEBUG", None)
@@ -52,13 +53,13 @@ def run_cli(args, *, cwd=None, env: dict | None = None, timeout: float = 60, mem
             full_env.pop(key, None)
         else:
             full_env[key] = str(value)
-    command = [sys.executable, "-m", "grokweights", *[str(a) for a in args]]
+    command = [*(wrap or []), sys.executable, "-m", "grokweights", *[str(a) for a in args]]
     try:
         done = subprocess.run(command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
                               input=stdin if stdin is not None else "", preexec_fn=_limits(memory),
                               check=False, errors="replace")
     except subprocess.TimeoutExpired as exc:
-        raise AssertionError(f"grokweights {' '.join(command[3:])} ran past {timeout} s "
+        raise AssertionError(f"grokweights {' '.join(command[len(wrap or []) + 3:])} ran past {timeout} s "
                              f"(stderr so far: {exc.stderr!r:.2000})") from None
     return CliResult(done.returncode, done.stdout, done.stderr)
 

@@ -21,10 +21,13 @@ TOKENS = np.array([[5, 17, 301, 42, 7, 99, 3, 250, 11, 64, 400, 2],
 @pytest.fixture(scope="module")
 def tiny4(tmp_path_factory):
     """A synthetic checkpoint of the tiny structure with 4 scale blocks (8 experts top-2, GQA)."""
+    from grokweights.checkpoint.manifest_ops import create_manifest
     from grokweights.checkpoint.synth import synthesize
+    from grokweights.constants import LOCAL_MANIFEST_NAME
 
     root = tmp_path_factory.mktemp("tiny4")
     synthesize(root, TINY4, seed=3)
+    create_manifest(root, name="tiny4", config=TINY4).save(root / LOCAL_MANIFEST_NAME)  # export verifies against it
     return root
 
 
@@ -172,7 +175,7 @@ def test_interrupted_export_leaves_no_complete_looking_file_and_rerun_restarts(t
 
     with pytest.raises(KeyboardInterrupt):
         export(tiny4, dst, format="gguf", config=TINY4, on_tensor=boom)
-    assert [p.name for p in out_dir.iterdir()] == [".m.gguf.partial"]  # only the hidden staging folder
+    assert not list(out_dir.iterdir())  # the staging folder removed; nothing under the final name
     report = export(tiny4, dst, format="gguf", config=TINY4)
     assert [p.name for p in out_dir.iterdir()] == ["m.gguf"] and report.files == [str(dst)]
 

@@ -27,10 +27,13 @@ TOKENS = np.array([[5, 17, 301, 42, 7, 99, 3, 250, 11, 64, 400, 2, 128, 256, 77,
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
+    from grokweights.checkpoint.manifest_ops import create_manifest
     from grokweights.checkpoint.synth import synthesize
+    from grokweights.constants import LOCAL_MANIFEST_NAME
 
     root = tmp_path_factory.mktemp("tiny4-llama")
     synthesize(root, TINY4, seed=7)
+    create_manifest(root, name="tiny4-llama", config=TINY4).save(root / LOCAL_MANIFEST_NAME)  # export verifies
     return root
 
 

@@ -33,7 +33,7 @@ from .pieces import Verdict, check_copy, decide
 from .shards import read_header
 from .torrentfile import TorrentMeta, read_torrent, require_infohash
 
-__all__ = ["verify", "VerifyReport", "ShardResult", "FAILURES", "find_torrent"]
+__all__ = ["verify", "require_verified", "VerifyReport", "ShardResult", "FAILURES", "find_torrent"]
 
 #: statuses that make a report fail.
 FAILURES = frozenset({"missing", "extra", "size", "sha256", "pieces", "header", "unreadable", "incomplete"})
@@ -287,3 +287,34 @@ def _sha256(root: Path, entries: list[ShardEntry], jobs: int,
     entries = sorted(entries, key=lambda e: -e.size)
     digests = hash_files([root / e.path for e in entries], jobs=jobs, progress=progress)
     return {e.path: digests[os.fspath(root / e.path)] for e in entries}
+
+
+def require_verified(checkpoint_dir: str | os.PathLike[str], manifest: Manifest | None, only: Iterable[str], *,
+                     jobs: int | None = None, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Verify the shards ``only`` before a command reads them (``reshard``, ``export``); raise on any failure.
+
+    Returns ``{"manifest", "counts", "unverified"}``: ``unverified`` says why shards passed unproven (a
+    manifest without sha256 and no torrent beside the data), empty when every shard was proven.
+
+    Raises:
+        VerificationError: no manifest, or a shard failed (missing, size, sha256, pieces, incomplete per the
+            download's completion record); the first three are named, with the fix (or ``--no-verify``).
+    """
+    from ..errors import VerificationError
+
+    if manifest is None:
+        raise VerificationError(f"{checkpoint_dir}: no manifest to verify against; pass --manifest FILE|NAME or "
+                                "--no-verify", path=checkpoint_dir)
+    report = verify(checkpoint_dir, manifest, jobs=jobs, only=only, progress=progress)
+    if not report.ok:
+        bad = report.failures
+        shown = "; ".join(f"{r.path}: {r.status}" + (f" (expected {r.expected}, got {r.actual})"
+                                                     if r.actual is not None else f" ({r.detail[:200]})"
+                                                     if r.detail else "") for r in bad[:3])
+        raise VerificationError(f"{report.checkpoint}: {len(bad)} shard(s) failed verification against manifest "
+                                f"{manifest.name!r}: {shown}; re-run `grokweights fetch` to repair them, or pass "
+                                "--no-verify", path=report.checkpoint, actual=[r.path for r in bad])
+    unproven = report.unverified
+    why = (f"{len(unproven)} shard(s) unverified: {unproven[0].detail}; sizes match but nothing proves their bytes"
+           if unproven else "")
+    return {"manifest": manifest.name, "counts": report.counts(), "unverified": why}

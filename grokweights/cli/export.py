@@ -21,29 +21,35 @@ from ._common import config_options, emit_json, human_bytes, json_option, quiet_
 @click.option("--layers", help="Decoder layers to export, e.g. 0-7 or 0,2,5 (renumbered from 0).")
 @click.option("--shard-size", help="Largest output file, e.g. 5G or 500MiB (safetensors default 5G; a GGUF is "
               "split the llama.cpp way, NAME-00001-of-0000N.gguf, only when given).")
-@click.option("--tokenizer", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--tokenizer", type=click.Path(path_type=Path),
               help="SentencePiece tokenizer.model: the GGUF vocabulary (else a placeholder vocabulary that runs "
               "on token ids); copied beside safetensors.")
-@click.option("--force", is_flag=True, help="Replace an existing destination.")
+@click.option("--manifest", "manifest_ref", help="Manifest file or shipped name to verify SRC against (default: "
+              "the one beside ckpt-0/).")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Verify SRC against the manifest first (sizes, sha256, the torrent's pieces, the download's "
+              "completion record), as reshard does.")
+@click.option("--force", is_flag=True, help="Replace an existing export at DST (never anything else).")
 @click.option("--dry-run", is_flag=True, help="Print the tensor table (name, shape, dtype, bytes) and write nothing.")
 @config_options
 @json_option
 @quiet_option
 def export(src: Path, dst: Path, fmt: str, dtype: str, layers: str | None, shard_size: str | None,
-           tokenizer: Path | None, force: bool, dry_run: bool, preset_name: str | None, config_file: Path | None,
-           as_json: bool, quiet: bool) -> None:
+           tokenizer: Path | None, manifest_ref: str | None, verify: bool, force: bool, dry_run: bool,
+           preset_name: str | None, config_file: Path | None, as_json: bool, quiet: bool) -> None:
     """Export the official checkpoint SRC (or a store that reshard or fetch --reshard wrote) to DST for another
     engine, one tensor at a time; from a store the bytes are those its ckpt-0/ exports.
 
-    DST is a .gguf file for --format gguf and a folder (safetensors, index, config.json) otherwise. Files
-    are written under a hidden .DST.partial name and renamed when complete; a rerun after an interruption
-    starts over. docs/export.md lists every name map and how each engine's forward differs from Grok-1.
+    DST is a .gguf file for --format gguf and a folder (safetensors, index, config.json) otherwise. A ckpt-0
+    SRC is verified first and each shard's header checked against the layout. Files are written under a hidden
+    .DST.partial name and renamed when complete; a rerun after an interruption starts over. docs/export.md
+    lists every name map and how each engine's forward differs from Grok-1.
     """
     from ..engines import export as run
 
     config = resolve_config(preset_name, config_file)
     report = run(src, dst, format=fmt, dtype=dtype, layers=layers, shard_size=shard_size, tokenizer=tokenizer,
-                 force=force, dry_run=True, config=config)
+                 force=force, dry_run=True, config=config, manifest=manifest_ref, verify=verify)
     if dry_run:
         if as_json:
             emit_json({**report.to_dict(), "table": [dict(t.__dict__, bytes=t.nbytes) for t in report.tensors]})
@@ -52,7 +58,11 @@ def export(src: Path, dst: Path, fmt: str, dtype: str, layers: str | None, shard
         return
     with _progress.bar(report.bytes, desc="export", quiet=quiet) as bar:
         report = run(src, dst, format=fmt, dtype=dtype, layers=layers, shard_size=shard_size, tokenizer=tokenizer,
-                     force=force, config=config, on_tensor=lambda t: bar.update(t.nbytes))
+                     force=force, config=config, manifest=manifest_ref, verify=verify,
+                     on_tensor=lambda t: bar.update(t.nbytes))
+    unproven = (report.verified or {}).get("unverified")
+    if unproven:
+        click.echo(f"warning: {unproven}", err=True)
     if as_json:
         emit_json(report.to_dict())
     else:

@@ -1,29 +1,42 @@
 """``export``: checks up front, one tensor at a time into a hidden staging folder, then rename into place.
 
 Everything that can be refused is refused before a byte is written: the format and dtype, the layer range,
-a destination that exists (unless ``force``), and a disk without room for the planned bytes. Files are
-written under ``.DST.partial/`` beside the destination; only complete files are renamed to their final
-names (for a split GGUF the first split, which carries the metadata llama.cpp opens, comes last), so an
-interrupted export leaves only the staging folder, which the next run removes and starts over.
+a destination that is not the export's or exists (unless ``force``, see ``_destination``), shards whose
+headers disagree with the layout, a tokenizer that is not one, a source that fails verification (see
+``_guard``), another export of the same destination, and a disk without room for the planned bytes. Files
+are written under ``.DST.partial/`` beside the destination; only complete files are renamed to their
+final names (for a split GGUF the first split, which carries the metadata llama.cpp opens, comes last).
+A failed export removes the staging folder; a killed one leaves it, and the next run starts over.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .._space import require_space
 from ..checkpoint.config import ModelConfig
 from ..checkpoint.layout import layer_indices
-from ..errors import UsageError
+from ..errors import GrokWeightsError, UsageError
+from ._destination import (
+    check_existing,
+    check_place,
+    clear_leftovers,
+    export_lock,
+    mark_publishing,
+    remove,
+    staging_path,
+    write_error,
+)
+from ._guard import check_shards, read_tokenizer, source_specs, verify_source
 from ._plan import plan_tensors, render_table
 from ._source import CheckpointSource
-from ._storesource import StoreSource, open_source
+from ._storesource import StoreSource, is_store, open_source
 from ._tensor import OutTensor
 
 __all__ = ["export", "ExportReport", "parse_size"]
@@ -48,6 +61,7 @@ class ExportReport:
     files: list[str] = field(default_factory=list)
     seconds: float = 0.0
     dry_run: bool = False
+    verified: dict[str, Any] | None = None
 
     @property
     def bytes(self) -> int:
@@ -62,7 +76,8 @@ class ExportReport:
     def to_dict(self) -> dict:
         return {"format": self.format, "dtype": self.dtype, "destination": self.destination, "layers": self.layers,
                 "tensors": len(self.tensors), "bytes": self.bytes, "files": self.files,
-                "seconds": round(self.seconds, 3), "dry_run": self.dry_run}
+                "seconds": round(self.seconds, 3), "dry_run": self.dry_run,
+                "verified": self.verified}
 
 
 def parse_size(text: str | int | None) -> int | None:
@@ -74,7 +89,7 @@ def parse_size(text: str | int | None) -> int | None:
     unit = raw[len(number):]
     try:
         value = int(float(number) * _UNITS[unit])
-    except (ValueError, KeyError):
+    except (ValueError, KeyError, OverflowError):
         raise UsageError(f"bad size {text!r}; expected e.g. 5G, 500MiB or a byte count",
                          expected="N[K|M|G|T][iB]", actual=text) from None
     if value <= 0:
@@ -82,43 +97,17 @@ def parse_size(text: str | int | None) -> int | None:
     return value
 
 
-def _final_paths(fmt: str, dst: Path) -> list[Path]:
-    """What exists at the destination already (the file, its split siblings, or the folder)."""
-    if fmt != "gguf":
-        return [dst] if dst.exists() else []
-    found = [dst] if dst.exists() else []
-    return found + sorted(dst.parent.glob(f"{dst.stem}-*-of-*.gguf")) if dst.parent.is_dir() else found
-
-
-def _check_destination(fmt: str, dst: Path, force: bool) -> list[Path]:
-    existing = _final_paths(fmt, dst)
-    if existing and not force:
-        raise UsageError(f"{existing[0]}: destination exists; pass --force to replace it", path=existing[0],
-                         expected="a new path", actual="exists")
-    if fmt == "gguf" and dst.is_dir():
-        raise UsageError(f"{dst}: is a folder; --format gguf writes a file (e.g. {dst / 'grok-1.gguf'})",
-                         path=dst, expected="a .gguf file path", actual="folder")
-    return existing
-
-
-def _remove(paths: Iterable[Path]) -> None:
-    for p in paths:
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        else:
-            p.unlink(missing_ok=True)
-
-
 def _publish(fmt: str, staging: Path, dst: Path, files: list[Path], existing: list[Path]) -> list[Path]:
     """Move the complete files from the staging folder to their final names; returns the final paths."""
-    _remove(existing)
+    remove(existing)
     if fmt != "gguf":
         os.replace(staging, dst)
         return [dst / f.name for f in files]
     finals = [dst.parent / f.name for f in files]
+    mark_publishing(staging, finals)  # a kill from here on: the rerun removes the parts already renamed
     for f, final in list(zip(files, finals))[1:] + list(zip(files, finals))[:1]:  # first split (metadata) last
         os.replace(f, final)
-    staging.rmdir()
+    remove([staging])
     return finals
 
 
@@ -129,7 +118,7 @@ def _write(fmt: str, staging: Path, dst: Path, tensors: list[OutTensor], source:
         from ._vocab import placeholder_vocab, sentencepiece_vocab
 
         vocab = (sentencepiece_vocab(tokenizer, config.vocab_size) if tokenizer is not None
-                 else placeholder_vocab(config.vocab_size))
+                 else placeholder_vocab(config.vocab_size))  # tokenizer: the checked bytes
         return write_gguf(staging / dst.name, tensors, source.blocks, config=config, layers=layers, dtype=dtype,
                           vocab=vocab, max_bytes=max_bytes, on_tensor=on_tensor)
     from ._hfconfig import config_json
@@ -138,14 +127,14 @@ def _write(fmt: str, staging: Path, dst: Path, tensors: list[OutTensor], source:
     files = write_safetensors(staging, tensors, source.blocks, max_bytes, on_tensor)
     (staging / "config.json").write_text(json.dumps(config_json(fmt, config, layers, dtype), indent=2) + "\n")
     if tokenizer is not None:
-        shutil.copyfile(tokenizer, staging / "tokenizer.model")
+        (staging / "tokenizer.model").write_bytes(tokenizer)
     return files + [staging / "config.json"] + ([staging / "tokenizer.model"] if tokenizer is not None else [])
 
 
 def export(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, format: str, dtype: str = "bf16",
            layers: Iterable[int] | str | None = None, shard_size: str | int | None = None,
            tokenizer: str | os.PathLike[str] | None = None, force: bool = False, dry_run: bool = False,
-           config: ModelConfig | str | None = None,
+           config: ModelConfig | str | None = None, manifest: Any = None, verify: bool = True,
            on_tensor: Callable[[OutTensor], None] | None = None) -> ExportReport:
     """Export a checkpoint or a store to GGUF (llama.cpp) or safetensors (SGLang, vLLM/hpcai-tech names).
 
@@ -158,17 +147,30 @@ def export(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, format: 
         layers: checkpoint layers to export (``"0-3"``, indices; all when None), renumbered from 0.
         shard_size: largest output file (``"5G"``); gguf splits the llama.cpp way only when given.
         tokenizer: SentencePiece ``tokenizer.model`` (gguf: the vocabulary; safetensors: copied beside).
-        force: replace an existing destination.
+        force: replace an existing export at the destination (never anything else).
         dry_run: plan only; the report's ``table`` lists every tensor.
-        config: the model config (a preset name or ModelConfig); else recorded or inferred (a store's own).
+        config: the model config (a preset name or ModelConfig); else the manifest's, recorded or inferred (a
+            store's own).
+        manifest: a Manifest, manifest file or shipped name to verify a ``ckpt-0`` source against; default: the
+            one beside ``ckpt-0/`` (a store is verified with ``grokweights verify STORE``).
+        verify: verify a ``ckpt-0`` source against the manifest first (as ``reshard`` does).
         on_tensor: called after each tensor is written.
 
     Raises:
-        UsageError: bad format, dtype, layer range or size; destination exists; tokenizer unreadable.
-        InsufficientSpaceError: the destination's disk cannot hold the output.
+        UsageError: bad format, dtype, layer range or size; a destination that exists (without ``force``) or
+            is not the export's to write; a tokenizer that is not a SentencePiece model.
+        LayoutMismatchError: a shard's header disagrees with the layout (shape, dtype).
+        VerificationError: no manifest (without ``verify=False``), or a shard failed verification.
+        GrokWeightsError: another export is writing the destination; a write failed (the partial output is
+            removed); InsufficientSpaceError when the disk is, or becomes, too full.
     """
     started = time.monotonic()
-    source, cfg = open_source(src, config)
+    store = is_store(src)
+    if store and manifest is not None:
+        raise UsageError(f"{os.fspath(src)}: is a store; --manifest verifies a ckpt-0 source (verify a store with "
+                         "`grokweights verify STORE`)", path=src, expected="a ckpt-0 source", actual="a store")
+    found = None if store or not (manifest is not None or (verify and not dry_run)) else _manifest(src, manifest)
+    source, cfg = open_source(src, config if config is not None or found is None else found.config)
     if isinstance(source, StoreSource):
         chosen = layer_indices(layers, num_layers=cfg.num_layers) if layers is not None else source.layers
         source.require_layers(chosen)
@@ -180,22 +182,41 @@ def export(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, format: 
         chosen = layer_indices(layers, num_layers=cfg.num_layers)
     tensors = plan_tensors(cfg, format, dtype, chosen)
     max_bytes = parse_size(shard_size) if shard_size is not None else DEFAULT_SHARD_BYTES[format]
-    dst = Path(dst)
-    report = ExportReport(format, dtype, os.fspath(dst), list(chosen), tensors, dry_run=dry_run)
+    text, dst = os.fspath(dst), Path(dst)
+    report = ExportReport(format, dtype, text, list(chosen), tensors, dry_run=dry_run)
     if dry_run:
         return report
-    if tokenizer is not None and not Path(tokenizer).is_file():
-        raise UsageError(f"{tokenizer}: tokenizer file not found", path=tokenizer, expected="tokenizer.model",
-                         actual="missing")
-    existing = _check_destination(format, dst, force)
-    require_space(dst.parent, report.bytes + _METADATA_MARGIN, what=f"to export {len(tensors)} tensors",
-                  hint="choose another destination, fewer --layers or a smaller --dtype")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    staging = dst.parent / f".{dst.name}.partial"
-    _remove([staging])  # an interrupted run's leftovers: start over
-    staging.mkdir()
-    files = _write(format, staging, dst, tensors, source, cfg, dtype, len(chosen), max_bytes or 0, tokenizer,
-                   on_tensor)
-    report.files = [os.fspath(p) for p in _publish(format, staging, dst, files, existing)]
+    ckpt = None if isinstance(source, StoreSource) else source.ckpt
+    check_place(src, ckpt, dst, text)
+    check_existing(format, dst, text, force)  # refusals before anything is created
+    specs = source_specs(cfg, {t.source for t in tensors})
+    if ckpt is not None:
+        check_shards(ckpt, specs)
+    model = read_tokenizer(tokenizer, cfg.vocab_size) if tokenizer is not None else None
+    with export_lock(dst):
+        report.verified = verify_source(ckpt, found, specs) if verify and ckpt is not None else None
+        clear_leftovers(dst)  # an interrupted run's: start over
+        existing = check_existing(format, dst, text, force)
+        require_space(dst.parent, report.bytes + _METADATA_MARGIN, what=f"to export {len(tensors)} tensors",
+                      hint="choose another destination, fewer --layers or a smaller --dtype")
+        staging = staging_path(dst)
+        try:
+            staging.mkdir()
+            files = _write(format, staging, dst, tensors, source, cfg, dtype, len(chosen), max_bytes or 0, model,
+                           on_tensor)
+            report.files = [os.fspath(p) for p in _publish(format, staging, dst, files, existing)]
+        except BaseException as exc:
+            clear_leftovers(dst)
+            if isinstance(exc, OSError) and not isinstance(exc, GrokWeightsError):
+                raise write_error(exc, dst) from None
+            raise
     report.seconds = time.monotonic() - started
     return report
+
+
+def _manifest(src: str | os.PathLike[str], manifest: Any) -> Any:
+    from ..checkpoint.manifest import Manifest, find_local_manifest, load_manifest
+
+    if manifest is None:
+        return find_local_manifest(src)
+    return manifest if isinstance(manifest, Manifest) else load_manifest(manifest)

@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..errors import UsageError
-
 __all__ = ["Vocab", "placeholder_vocab", "sentencepiece_vocab"]
 
 # gguf.constants.TokenType values (kept here so planning does not import gguf)
@@ -47,19 +45,13 @@ def placeholder_vocab(size: int) -> Vocab:
     return Vocab(tokens, [0.0] * size, types, source="placeholder (token ids only)")
 
 
-def sentencepiece_vocab(path: str | os.PathLike[str], size: int) -> Vocab:
-    """The vocabulary of a SentencePiece ``tokenizer.model``, padded with unused tokens to ``size``."""
+def sentencepiece_vocab(model: bytes, size: int, source: str = "tokenizer.model") -> Vocab:
+    """The vocabulary of a SentencePiece model (the bytes of a ``tokenizer.model`` checked by
+    :func:`._guard.read_tokenizer`), padded with unused tokens to ``size``."""
     import sentencepiece
 
-    try:
-        sp = sentencepiece.SentencePieceProcessor(model_file=os.fspath(path))
-    except (RuntimeError, OSError) as exc:
-        raise UsageError(f"{path}: not a SentencePiece model ({str(exc).strip()})", path=path,
-                         expected="a SentencePiece tokenizer.model", actual="unreadable") from None
+    sp = sentencepiece.SentencePieceProcessor(model_proto=model)
     count = sp.get_piece_size()
-    if count > size:
-        raise UsageError(f"{path}: {count} tokens, more than the model's vocabulary of {size}", path=path,
-                         expected=f"<= {size}", actual=count)
     tokens, scores, types = [], [], []
     for i in range(count):
         tokens.append(sp.id_to_piece(i))
@@ -74,6 +66,6 @@ def sentencepiece_vocab(path: str | os.PathLike[str], size: int) -> Vocab:
     def pick(found: int, name: str, default: int) -> int:
         return found if found >= 0 else special.get(name, default)
 
-    return Vocab(tokens, scores, types, source=os.path.basename(path), pad=pick(sp.pad_id(), "[PAD]", 0),
+    return Vocab(tokens, scores, types, source=os.path.basename(source), pad=pick(sp.pad_id(), "[PAD]", 0),
                  bos=pick(sp.bos_id(), "[BOS]", 1), eos=pick(sp.eos_id(), "[EOS]", 2),
                  unk=pick(sp.unk_id(), "[UNK]", 3))
