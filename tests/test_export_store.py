@@ -18,10 +18,13 @@ CASES = [("gguf", d) for d in ("f32", "bf16", "f16", "q8_0")] + [
 
 @pytest.fixture(scope="module")
 def tiny4(tmp_path_factory):
+    from grokweights.checkpoint.manifest_ops import create_manifest
     from grokweights.checkpoint.synth import synthesize
+    from grokweights.constants import LOCAL_MANIFEST_NAME
 
     root = tmp_path_factory.mktemp("tiny4")
     synthesize(root, TINY4, seed=3)
+    create_manifest(root, name="tiny4", config=TINY4).save(root / LOCAL_MANIFEST_NAME)  # export verifies
     return root
 
 

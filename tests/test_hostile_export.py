@@ -288,3 +288,17 @@ def test_a_kill_between_the_renames_of_a_split_gguf_starts_over(tiny_checkpoint,
     from gguf import GGUFReader
 
     assert GGUFReader(parts[0]).fields["split.count"].parts[-1][0] == count
+
+
+def test_a_store_source_is_never_written_into(tiny_checkpoint, tmp_path):
+    from grokweights.store import reshard
+
+    store = tmp_path / "store"
+    reshard(tiny_checkpoint, store, "data=1,model=2")
+    before = tree_state(store)
+    for dst in (store, store / "sub", store / "x.gguf"):
+        fmt = "gguf" if dst.suffix == ".gguf" else "sglang"
+        assert_clean_failure(_export(store, dst, "--force", fmt=fmt), names=str(store), fix="destination")
+    result = _export(store, tmp_path / "out", "--manifest", tiny_checkpoint / "grokweights-manifest.json")
+    assert_clean_failure(result, names=str(store), fix="verify STORE")
+    assert_tree_unchanged(store, before)
