@@ -34,10 +34,13 @@ def _compressed_tensors():
 
 @pytest.fixture(scope="module")
 def tiny4(tmp_path_factory):
+    from grokweights.checkpoint.manifest_ops import create_manifest
     from grokweights.checkpoint.synth import synthesize
+    from grokweights.constants import LOCAL_MANIFEST_NAME
 
     root = tmp_path_factory.mktemp("tiny4")
     synthesize(root, TINY4, seed=3)
+    create_manifest(root, name="tiny4", config=TINY4).save(root / LOCAL_MANIFEST_NAME)  # export verifies
     return root
 
 
