@@ -16,8 +16,10 @@ from ._common import config_options, emit_json, human_bytes, json_option, quiet_
 @click.option("--format", "fmt", required=True, help="gguf (llama.cpp, architecture grok), sglang (SGLang's "
               "Grok1ForCausalLM) or hf (hpcai-tech names, as vLLM's Grok1ModelForCausalLM loads them).")
 @click.option("--dtype", default="bf16", show_default=True,
-              help="Weights as bf16, f16, f32, q8_0 (gguf only) or int8 (sglang/hf: the release's int8 and "
-              "scales as compressed-tensors pack-quantized, lossless); norms and router stay f32.")
+              help="Weights as bf16, f16, f32; for gguf also q8_0 or a llama.cpp quantisation (q4_k_m, q5_k_m, "
+              "q6_k, q2_k, q3_k_s|m|l, q4_k_s, q5_k_s, q4_0, q4_1, q5_0, q5_1: llama.cpp's own quantizer and "
+              "per-tensor types, needs llama-cpp-python); for sglang/hf also int8 (the release's int8 and scales as "
+              "compressed-tensors pack-quantized, lossless). Norms and router stay f32.")
 @click.option("--layers", help="Decoder layers to export, e.g. 0-7 or 0,2,5 (renumbered from 0).")
 @click.option("--shard-size", help="Largest output file, e.g. 5G or 500MiB (safetensors default 5G; a GGUF is "
               "split the llama.cpp way, NAME-00001-of-0000N.gguf, only when given).")

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..checkpoint.dtypes import bfloat16
 from ._kernels import bf16_bits
+from ._tensor import GGML_BLOCKS, tensor_bytes
 
 __all__ = ["encode", "encode_pieces", "run_ordered", "recycle", "Piece", "WORKERS"]
 
@@ -31,8 +32,8 @@ WORKERS = max(1, min(4, os.cpu_count() or 1))
 _POOL: ThreadPoolExecutor | None = None
 _FREE: list[np.ndarray] = []
 _FREE_LOCK = threading.Lock()
-_BYTES_PER_ROW = {"f32": lambda c: 4 * c, "f16": lambda c: 2 * c, "bf16": lambda c: 2 * c,
-                  "q8_0": lambda c: c // 32 * 34, "i8pack": lambda c: c}
+_BYTES_PER_ROW = {"f32": lambda c: 4 * c, "f16": lambda c: 2 * c, "bf16": lambda c: 2 * c, "i8pack": lambda c: c,
+                  **{t: (lambda c, t=t: tensor_bytes((c,), t)) for t in GGML_BLOCKS}}
 
 
 class _Buffer(np.ndarray):
@@ -66,8 +67,12 @@ def _put(piece: np.ndarray, nan_free: bool, dtype: str, dest: np.ndarray) -> Non
     elif dtype in ("f32", "f16", "bf16"):
         target = {"f32": np.float32, "f16": np.float16, "bf16": bfloat16()}[dtype]
         np.copyto(dest.view(target).reshape(rows, cols), piece, casting="unsafe")
-    else:
+    elif dtype == "q8_0":
         dest[:] = encode(piece, dtype).reshape(-1).view(np.uint8)
+    else:  # a type of llama.cpp's quantizer: its own row quantizer
+        from ._kquant import quantize_rows
+
+        quantize_rows(piece, dtype, dest)
 
 
 def encode_pieces(pieces: Iterable[Piece], shape: tuple[int, int], dtype: str) -> np.ndarray:

@@ -17,14 +17,17 @@ import numpy as np
 
 from ..checkpoint.config import ModelConfig
 from ._hfconfig import ATTN_SOFTCAP, CONTEXT_LENGTH, RMS_EPS, ROPE_THETA
+from ._kquant import FTYPES
 from ._safetensors import write_tensor
 from ._tensor import OutTensor
 from ._vocab import Vocab
 
-__all__ = ["write_gguf", "split_names", "ARCH"]
+__all__ = ["write_gguf", "split_names", "metadata_writer", "ARCH"]
 
 ARCH = "grok"
-_FILE_TYPE = {"f32": 0, "f16": 1, "q8_0": 7, "bf16": 32}  # gguf.LlamaFileType
+_FILE_TYPE = {"f32": 0, "f16": 1, "q8_0": 7, "bf16": 32, **FTYPES}  # gguf.LlamaFileType
+#: ``general.quantization_version`` that llama.cpp's quantizer writes (GGML_QNT_VERSION)
+_QNT_VERSION = 2
 
 
 def split_names(path: Path, count: int) -> list[Path]:
@@ -38,6 +41,8 @@ def _metadata(writer, config: ModelConfig, layers: int, dtype: str, vocab: Vocab
     """The key/values llama.cpp's Grok loader reads (and the tokenizer's)."""
     writer.add_name("Grok-1")
     writer.add_file_type(_FILE_TYPE[dtype])
+    if dtype in FTYPES:
+        writer.add_quantization_version(_QNT_VERSION)
     writer.add_context_length(CONTEXT_LENGTH)
     writer.add_embedding_length(config.emb_size)
     writer.add_block_count(layers)
@@ -71,8 +76,12 @@ def _metadata(writer, config: ModelConfig, layers: int, dtype: str, vocab: Vocab
 def _ggml_type(dtype: str):
     from gguf.constants import GGMLQuantizationType
 
-    return {"f32": GGMLQuantizationType.F32, "f16": GGMLQuantizationType.F16,
-            "bf16": GGMLQuantizationType.BF16, "q8_0": GGMLQuantizationType.Q8_0}[dtype]
+    return GGMLQuantizationType[dtype.upper()]
+
+
+def metadata_writer(config: ModelConfig, layers: int, dtype: str, vocab: Vocab) -> Callable:
+    """``fn(writer)`` adding the export's key/values to a ``gguf.GGUFWriter`` (for llama.cpp's dry run)."""
+    return lambda writer: _metadata(writer, config, layers, dtype, vocab)
 
 
 def _pad(f, align: int) -> None:

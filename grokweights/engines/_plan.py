@@ -17,20 +17,25 @@ from collections.abc import Iterable
 from ..checkpoint.config import ModelConfig
 from ..errors import UsageError
 from ._int8 import int8_groups, int8_parts
+from ._kquant import FTYPES
 from ._tensor import Q8_BLOCK, OutTensor, tensor_bytes
 
 __all__ = ["FORMATS", "DTYPES", "OutTensor", "plan_tensors", "tensor_bytes", "render_table", "Q8_BLOCK"]
 
 #: the target formats.
 FORMATS = ("gguf", "sglang", "hf")
-#: output dtypes (``q8_0`` only for gguf; ``int8``, the release's int8 as compressed-tensors, only for safetensors).
-DTYPES = ("bf16", "f16", "f32", "q8_0", "int8")
+#: output dtypes (``q8_0`` and llama.cpp's quantizer file types only for gguf; ``int8``, the release's int8 as
+#: compressed-tensors, only for safetensors).
+DTYPES = ("bf16", "f16", "f32", "q8_0", *FTYPES, "int8")
 EMBED = "language_model/in_out_embed/embeddings"
 FINAL_NORM = "language_model/rms_norm/scale"
 
 
 def _weight_dtype(dtype: str, inner: int) -> str:
-    """The dtype a weight matrix gets: q8_0 needs rows in whole blocks of 32, else bf16 (as llama.cpp's converter)."""
+    """The dtype a weight matrix gets: q8_0 needs rows in whole blocks of 32, else bf16 (as llama.cpp's converter);
+    for llama.cpp's quantizer, float32 until its own choice replaces it (``_kquant.choose_types``)."""
+    if dtype in FTYPES:
+        return "f32"
     if dtype == "q8_0" and inner % Q8_BLOCK:
         return "bf16"
     return dtype
@@ -128,6 +133,9 @@ def plan_tensors(config: ModelConfig, fmt: str, dtype: str, layers: Iterable[int
     if dtype not in DTYPES:
         raise UsageError(f"unknown export dtype {dtype!r}; choose one of {', '.join(DTYPES)}",
                          expected=list(DTYPES), actual=dtype)
+    if dtype in FTYPES and fmt != "gguf":
+        raise UsageError(f"dtype {dtype} is a llama.cpp quantisation (GGUF); --format {fmt} takes bf16, f16, f32 or "
+                         "int8", expected=["bf16", "f16", "f32", "int8"], actual=dtype)
     if dtype == "q8_0" and fmt != "gguf":
         raise UsageError(f"dtype q8_0 is a GGUF block format; --format {fmt} takes bf16, f16, f32 or int8",
                          expected=["bf16", "f16", "f32", "int8"], actual=dtype)

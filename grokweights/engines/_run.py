@@ -34,6 +34,7 @@ from ._destination import (
     write_error,
 )
 from ._guard import check_shards, read_tokenizer, source_specs, verify_source
+from ._kquant import FTYPES
 from ._plan import plan_tensors, render_table
 from ._source import CheckpointSource
 from ._storesource import StoreSource, is_store, open_source
@@ -181,6 +182,13 @@ def export(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, format: 
     else:
         chosen = layer_indices(layers, num_layers=cfg.num_layers)
     tensors = plan_tensors(cfg, format, dtype, chosen)
+    if dtype in FTYPES:  # the per-tensor types are llama.cpp's own choice
+        from ._gguf import metadata_writer
+        from ._kquant import choose_types
+        from ._vocab import placeholder_vocab
+
+        tensors = choose_types(tensors, dtype, metadata_writer(cfg, len(chosen), dtype,
+                                                               placeholder_vocab(cfg.vocab_size)))
     max_bytes = parse_size(shard_size) if shard_size is not None else DEFAULT_SHARD_BYTES[format]
     text, dst = os.fspath(dst), Path(dst)
     report = ExportReport(format, dtype, text, list(chosen), tensors, dry_run=dry_run)
