@@ -79,12 +79,15 @@ def _tensors(path) -> dict[str, tuple[str, bytes]]:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """The two checkpoints and their float32 GGUF exports."""
+    from grokweights.checkpoint.manifest_ops import create_manifest
     from grokweights.checkpoint.synth import synthesize
+    from grokweights.constants import LOCAL_MANIFEST_NAME
 
     made = {}
     for name, config in (("tiny4", TINY4), ("wide", WIDE)):
         root = tmp_path_factory.mktemp(name)
         synthesize(root / "ckpt", config, seed=11)
+        create_manifest(root / "ckpt", name=name, config=config).save(root / "ckpt" / LOCAL_MANIFEST_NAME)
         f32 = export(root / "ckpt", root / "f32.gguf", format="gguf", dtype="f32", config=config).files[0]
         made[name] = (root, config, f32)
     return made
