@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from .constants import FREE_SPACE_ENV
@@ -40,9 +41,12 @@ def gib(n: int) -> str:
     return f"{n / 1024**3:.2f} GiB"
 
 
-def require_space(path: str | os.PathLike[str], needed: int, *, what: str = "to write", hint: str = "") -> int:
-    """Raise :class:`InsufficientSpaceError` unless ``needed`` bytes fit at ``path``; returns the free bytes."""
-    available = free_space(path)
+def require_space(path: str | os.PathLike[str], needed: int, *, what: str = "to write", hint: str = "",
+                  measure: Callable[[Path], int] | None = None) -> int:
+    """Raise :class:`InsufficientSpaceError` unless ``needed`` bytes fit at ``path``; returns the free bytes.
+
+    ``measure(path)`` replaces :func:`free_space` (a caller's own figure, e.g. a fetch option)."""
+    available = (measure or free_space)(Path(path))
     if needed > available:
         fix = hint or "free space or choose another destination"
         raise InsufficientSpaceError(

@@ -25,6 +25,9 @@ LOCAL_MANIFEST_NAME = "grokweights-manifest.json"
 STORE_INDEX_NAME = "grokweights.json"
 #: a local store's writer lock file (held with flock while reshard writes).
 STORE_LOCK_NAME = ".grokweights.lock"
+#: ``tensorstore`` makes every store read and write go through tensorstore's zarr3 driver (the reference),
+#: instead of the verified fast path chosen automatically for uncompressed arrays (see docs/store.md).
+STORE_IO_ENV = "GROKWEIGHTS_STORE_IO"
 
 
 

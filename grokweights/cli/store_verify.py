@@ -25,7 +25,7 @@ def is_store(path: str | os.PathLike[str]) -> bool:
 
 def verify_store_command(store: Path, *, as_json: bool, quiet: bool) -> None:
     """Re-hash every array of ``store`` against its index; exit 0 when all match, 1 otherwise."""
-    from ..store.index import Store
+    from ..store import Store
     from ..store.verify import verify_store
 
     total = Store(store).plan.total_bytes

@@ -19,7 +19,6 @@ so that a device's scales cover exactly its rows.
 from __future__ import annotations
 
 import collections
-import itertools
 import math
 import mmap
 import os
@@ -39,8 +38,7 @@ from ..checkpoint.shards import drop_pages
 from ..errors import StoreError
 from ..sharding.mesh import GROK1_RULES, RuleSet, default_mesh, load_rules, shard_factors
 from ..sharding.plan import ArrayPlan, stored_scale_blocks
-from ..store import kv as tskv
-from ..store.index import Store
+from ..store import Store
 from .devices import jax_mesh, mesh_spec_of
 from .sources import STORE, source_kind
 
@@ -63,25 +61,6 @@ def _host_buffer(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     count = math.prod(shape)
     mm = mmap.mmap(-1, max(1, count * dtype.itemsize), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     return np.frombuffer(mm, dtype, count=count).reshape(shape)
-
-
-class _Filled:
-    """Reads into a host buffer: ``result()`` waits for them and returns the buffer."""
-
-    def __init__(self, futures: list[Any], out: np.ndarray) -> None:
-        self._futures, self._out = futures, out
-
-    def result(self) -> np.ndarray:
-        for future in self._futures:
-            future.result()
-        return self._out
-
-
-def _chunk_parts(region: Region, chunk: tuple[int, ...]) -> list[Region]:
-    """``region`` cut along the chunk grid: one read per chunk (measured ~1.3x faster than one big read)."""
-    axes = [[(max(a, k), min(b, k + c)) for k in range(a - a % c, b, c)]
-            for (a, b), c in zip(region, chunk, strict=True)]
-    return [tuple(part) for part in itertools.product(*axes)]
 
 
 @dataclass
@@ -123,18 +102,12 @@ def open(path: str | os.PathLike[str]) -> Store:  # noqa: A001 - the public name
 
 def _store_params(store: Store, wanted: set[int] | None, stats: LoadStats) -> list[_Param]:
     def reader(array: ArrayPlan) -> _Stored:
-        dtype = np.dtype(store[array.store_path].dtype.numpy_dtype)
+        dtype = numpy_dtype(array.dtype)
+        store.record(array.store_path)  # the array's binding to the index, checked before any read
 
         def read(region: Region) -> Any:
             stats.bytes_read += math.prod(b - a for a, b in region) * dtype.itemsize
-            out = _host_buffer(tuple(b - a for a, b in region), dtype)
-            handle = store[array.store_path]
-            futures = []
-            for part in _chunk_parts(region, array.chunk_shape):
-                source = handle[tuple(slice(a, b) for a, b in part)]
-                target = out[tuple(slice(a - r0, b - r0) for (a, b), (r0, _) in zip(part, region, strict=True))]
-                futures.append(tskv.read_into(source, target, where=(store.location, array.store_path)))
-            return _Filled(futures, out)
+            return store.read_into(array.store_path, region, _host_buffer(tuple(b - a for a, b in region), dtype))
 
         return _Stored(array.shape, dtype, read)
 

@@ -25,7 +25,7 @@ from ..checkpoint.inspection import checkpoint_config
 from ..errors import MeshError, UsageError
 from ..sharding.mesh import GROK1_RULES, MeshSpec, as_mesh_spec, complete_mesh, default_mesh
 from ..sharding.sizing import MachinePlan
-from ..store.index import Store
+from ..store import Store
 from .devices import jax_mesh, simulate_cpu_devices
 from .fingerprint import Fingerprint
 from .sources import STORE, source_kind

@@ -1,26 +1,31 @@
-"""A finished store seen from Python: its index (``grokweights.json``), plan and lazy per-array handles.
+"""The store index (``grokweights.json``), read and written in one place.
 
-:class:`Store` is what ``grokweights.open`` returns and what ``load`` reads through.
+The index is a store's last write and its table of contents: the plan, every array's data digest and
+``zarr.json`` digest, the source, and its own digest. :func:`read_index` checks it; :func:`write_index` writes
+it once every array is published; :func:`existing_index` decides what a new write into a store may keep;
+:func:`unpublish` makes a store unfinished again.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import json
+import logging
 import os
 from typing import Any
 
-import numpy as np
-
-from ..checkpoint.config import ModelConfig
+from ..checkpoint.files import MAX_JSON_BYTES
 from ..constants import STORE_INDEX_NAME, STORE_LOCK_NAME
 from ..errors import StoreError
-from ..sharding.mesh import MeshSpec, RuleSet
-from ..sharding.plan import FORMAT_VERSION, ArrayPlan, ReshardPlan
-from .kv import context, open_array, read_error, read_key
-from .specs import kvstore_spec, record_of, zarr3_spec
+from ..sharding.plan import FORMAT_VERSION, ReshardPlan
+from . import kv as tskv
+from .specs import kvstore_spec
 
-__all__ = ["Store", "read_index", "index_digest", "store_state", "INDEX_FORMAT", "FINISHED", "UNFINISHED"]
+__all__ = ["read_index", "write_index", "existing_index", "unpublish", "index_digest", "store_state",
+           "INDEX_FORMAT", "FINISHED", "UNFINISHED"]
+
+logger = logging.getLogger(__name__)
 
 #: the ``format`` of a store index.
 INDEX_FORMAT = "grokweights.store"
@@ -53,7 +58,7 @@ def read_index(dst: str | os.PathLike[str], *, ctx: Any = None, any_version: boo
             since reshard wrote it (its ``digest``), or inconsistent with its own plan.
     """
     where = f"{os.fspath(dst).rstrip('/')}/{STORE_INDEX_NAME}"
-    raw = read_key(kvstore_spec(dst), STORE_INDEX_NAME, ctx=ctx)
+    raw = tskv.read_small(kvstore_spec(dst), STORE_INDEX_NAME, limit=MAX_JSON_BYTES, what="store index", ctx=ctx)
     if raw is None:
         return None
     try:
@@ -91,101 +96,61 @@ def _check_index(index: dict[str, Any], where: str) -> None:
                              "this store to rewrite it", path=where, expected=plan.get(name), actual=index[name])
 
 
-class Store:
-    """A resharded store opened for inspection: its index, plan and lazy per-array handles.
+def write_index(kv: dict[str, Any], plan: ReshardPlan, digests: dict[str, str], source: dict[str, Any] | None,
+                ctx: Any) -> None:
+    """Write the store index: the last write of a store, after every array is published.
 
-    ``store["transformer/decoder_layer_0/moe/linear/w/weight"]`` is a ``tensorstore.TensorStore``
-    (opened on first use); :meth:`read` returns numpy data; :meth:`sha256` recomputes an array's digest.
-    """
-
-    def __init__(self, location: str | os.PathLike[str]) -> None:
-        self.location = os.fspath(location)
-        self.kvstore = kvstore_spec(location)
-        self._ctx = context(memmap=True)
-        index = read_index(location, ctx=self._ctx)
-        if index is None:
-            if store_state(self.location) == UNFINISHED:
-                raise StoreError(f"{self.location}: unfinished store (no {STORE_INDEX_NAME} yet): a reshard into it "
-                                 "has not finished; rerun `grokweights reshard` to complete it", path=self.location,
-                                 expected=STORE_INDEX_NAME)
-            raise StoreError(f"{self.location}: no {STORE_INDEX_NAME} here: not a grokweights store, or a reshard "
-                             "that has not finished (rerun `grokweights reshard` to complete it)",
-                             path=self.location, expected=STORE_INDEX_NAME)
-        self.index = index
-        where = f"{self.location.rstrip('/')}/{STORE_INDEX_NAME}"
-        try:
-            self.plan = ReshardPlan.from_dict(index["plan"])
-            self.config = ModelConfig.from_dict(index["config"], source=where)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StoreError(f"{where}: the index's plan cannot be read ({str(exc)[:200]}); rerun `grokweights "
-                             "reshard` into this store to rewrite it", path=where) from None
-        self._open: dict[str, Any] = {}
-
-    @property
-    def mesh(self) -> MeshSpec:
-        return self.plan.mesh
-
-    @property
-    def rules(self) -> RuleSet:
-        return self.plan.rules
-
-    def keys(self) -> list[str]:
-        """The store paths of every array."""
-        return [a.store_path for a in self.plan.arrays]
-
-    def __getitem__(self, store_path: str) -> Any:
-        if store_path not in self._open:
-            array = self._array(store_path)
-            self._check_binding(array)
-            spec = zarr3_spec(self.kvstore, array.store_path, shape=array.shape, dtype=array.dtype,
-                              chunk_shape=array.chunk_shape, codec=array.codec)
-            self._open[store_path] = open_array(spec, mode="open", ctx=self._ctx)
-        return self._open[store_path]
-
-    def _check_binding(self, array: ArrayPlan) -> None:
-        """The array's ``zarr.json`` is the one the index recorded for this path (its sha256), and its record
-        names this path, this plan entry and this data digest."""
-        path = array.store_path
-        raw = read_key(self.kvstore, f"{path}/zarr.json", ctx=self._ctx)
-        where = f"{self.location.rstrip('/')}/{path}"
-        fix = "rerun `grokweights reshard` into this store to rewrite it"
+    Besides the plan and the data digests it records the sha256 of every array's ``zarr.json`` (binding each
+    array's metadata, and with it its chunk table, to its path) and its own ``digest`` (:func:`index_digest`)."""
+    metadata = {}
+    for array in plan.arrays:
+        raw = tskv.read_key(kv, f"{array.store_path}/zarr.json", ctx=ctx)
         if raw is None:
-            raise StoreError(f"{where}: array missing (no zarr.json); the store is damaged: {fix}", path=where)
-        record = record_of(raw)
-        try:
-            bound = (record is not None and record.get("plan") == array.to_dict()
-                     and record.get("sha256") == self.index["sha256"].get(path)
-                     and hashlib.sha256(raw).hexdigest() == self.index["metadata"].get(path))
-        except (KeyError, TypeError, AttributeError):  # an index whose tables are missing or not objects
-            bound = False
-        if not bound:
-            raise StoreError(f"{where}: its zarr.json is not the one the store index recorded for this path (arrays "
-                             f"moved or edited); {fix}", path=where)
-
-    def _array(self, store_path: str) -> ArrayPlan:
-        try:
-            return self.plan.array(store_path)
-        except KeyError:
-            raise StoreError(f"{self.location}: no array {store_path!r} in the store", path=self.location,
-                             actual=store_path) from None
-
-    def read(self, store_path: str, region: tuple[slice, ...] = ()) -> np.ndarray:
-        """Read ``region`` of an array (numpy); a missing or corrupt chunk raises a one-line StoreError."""
-        handle = self[store_path]
-        try:
-            return np.asarray(handle[region].read().result())
-        except ValueError as exc:
-            raise read_error(exc, self.location, store_path) from None
-
-    def sha256(self, store_path: str) -> str:
-        """The sha256 of an array's logical data (C order), read back row by row."""
-        array, digest = self._array(store_path), hashlib.sha256()
-        step = array.chunk_shape[0]
-        for r0 in range(0, array.shape[0], step):
-            digest.update(np.ascontiguousarray(self.read(store_path, (slice(r0, r0 + step),))).view(np.uint8))
-        return digest.hexdigest()
-
-    def __repr__(self) -> str:
-        return f"Store({self.location!r}, mesh={self.mesh}, rules={self.rules.name}, arrays={len(self.plan.arrays)})"
+            raise StoreError(f"{array.store_path}: not published; rerun reshard", path=array.store_path)
+        metadata[array.store_path] = hashlib.sha256(raw).hexdigest()
+    index = {
+        "format": INDEX_FORMAT, "version": plan.version,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "config": plan.config.to_dict(), "mesh": plan.mesh.to_dict(), "rules": plan.rules.to_dict(),
+        "plan": plan.to_dict(), "sha256": digests, "metadata": metadata, "source": {"manifest": source},
+    }
+    index["digest"] = index_digest(index)
+    tskv.write_key(kv, STORE_INDEX_NAME, json.dumps(index, indent=1).encode(), ctx=ctx)
 
 
+def _current_index(dst: str | os.PathLike[str], ctx: Any) -> dict[str, Any] | None:
+    """The index already in ``dst`` when it is current and intact; None when absent, of an older format
+    (converted: every array is rewritten) or damaged (each array is proven or rewritten)."""
+    try:
+        existing = read_index(dst, ctx=ctx, any_version=True)
+    except StoreError as exc:
+        logger.warning("%s; rewriting the index", exc)
+        return None
+    if existing is not None and existing.get("version") != FORMAT_VERSION:
+        if not isinstance(existing.get("version"), int) or existing["version"] > FORMAT_VERSION:
+            raise StoreError(f"{dst}: holds a store of format version {str(existing.get('version'))[:20]}, newer "
+                             f"than this grokweights writes ({FORMAT_VERSION}); upgrade grokweights or choose another "
+                             "destination", path=os.fspath(dst))
+        logger.warning("%s: converting a store of format version %s to %s", dst, existing["version"], FORMAT_VERSION)
+        return None
+    return existing
+
+
+def existing_index(dst: str | os.PathLike[str], plan: ReshardPlan, ctx: Any) -> dict[str, Any] | None:
+    """The index already in ``dst`` when it is current, intact and for ``plan``; None when absent, of an older
+    format or damaged.
+
+    Raises:
+        StoreError: ``dst`` holds a store for another plan, or of a newer format.
+    """
+    existing = _current_index(dst, ctx)
+    if existing is not None and existing.get("plan") != plan.to_dict():
+        raise StoreError(f"{dst}: already holds a store for another plan (mesh {existing.get('mesh')}, rules "
+                         f"{existing.get('rules', {}).get('name')}); delete it or choose another destination",
+                         path=os.fspath(dst), expected=plan.mesh.to_dict(), actual=existing.get("mesh"))
+    return existing
+
+
+def unpublish(kv: dict[str, Any], ctx: Any) -> None:
+    """Delete the store index: the store is unfinished until every array is proven complete again."""
+    tskv.delete_key(kv, STORE_INDEX_NAME, ctx=ctx)

@@ -15,11 +15,14 @@ import os
 import re
 from typing import Any
 
-from ..errors import StoreError
+from ..checkpoint.files import open_regular
+from ..constants import STORE_IO_ENV
+from ..errors import NotRegularFileError, StoreError
+from .chunkfile import chunk_error
 from .specs import local_path
 
-__all__ = ["context", "open_array", "open_kvstore", "read_key", "write_key", "delete_key", "delete_prefix",
-           "make_durable", "read_into", "read_error", "key_sizes"]
+__all__ = ["context", "open_array", "open_kvstore", "read_key", "read_small", "write_key", "delete_key",
+           "make_durable", "read_into", "read_error", "key_sizes", "read_suffix", "use_tensorstore"]
 
 _ROOT: Any = None
 
@@ -85,7 +88,8 @@ _CAUSES = (("NOT_FOUND", "is missing"), ("Digest mismatch", "is corrupt (crc32c 
 
 
 def read_error(exc: BaseException, location: str, store_path: str) -> StoreError:
-    """A one-line error for a failed read of ``store_path`` in the store at ``location``, naming the chunk."""
+    """A one-line error for a failed tensorstore read of ``store_path`` in the store at ``location``, naming the
+    chunk (the same words as the fast path's, :func:`.chunkfile.chunk_error`)."""
     text = str(exc)
     chunk = "?"
     if (m := _CHUNK_RE.search(text)) is not None:
@@ -93,11 +97,17 @@ def read_error(exc: BaseException, location: str, store_path: str) -> StoreError
     elif (m := _FILE_RE.search(text)) is not None and f"/{store_path}/" in m.group(1):
         chunk = m.group(1).split(f"/{store_path}/", 1)[1]
     cause = next((c for marker, c in _CAUSES if marker in text), "cannot be read")
-    where = f"{location.rstrip('/')}/{store_path}"
     detail = text.splitlines()[0][:200] if text else type(exc).__name__
-    return StoreError(f"{where}: chunk {chunk} {cause} ({detail}); the store is damaged: delete {where} and rerun "
-                      f"`grokweights reshard` into the store (`grokweights verify {location}` lists every damaged "
-                      "array)", path=where, actual=chunk)
+    return chunk_error(location, store_path, chunk, cause, detail)
+
+
+def use_tensorstore() -> bool:
+    """Whether every store read and write is forced through tensorstore (``GROKWEIGHTS_STORE_IO=tensorstore``)."""
+    value = os.environ.get(STORE_IO_ENV, "auto").strip().lower()
+    if value not in ("auto", "tensorstore", ""):
+        raise StoreError(f"{STORE_IO_ENV}={value!r}: expected 'auto' or 'tensorstore'", expected="auto|tensorstore",
+                         actual=value)
+    return value == "tensorstore"
 
 
 def make_durable(kvstore: dict[str, Any]) -> None:
@@ -135,6 +145,47 @@ def read_key(kvstore: dict[str, Any], key: str, *, ctx: Any = None) -> bytes | N
     return bytes(result.value) if result.state == "value" else None
 
 
+def read_small(kvstore: dict[str, Any], key: str, *, limit: int, what: str, ctx: Any = None) -> bytes | None:
+    """The value of ``key`` (a metadata file: an index, a ``zarr.json``) when it exists, at most ``limit`` bytes.
+
+    In a local store the file must be a regular file (a FIFO is refused without blocking) and is read no further
+    than ``limit``; elsewhere it is read through tensorstore.
+
+    Raises:
+        StoreError: not a regular file, unreadable, or larger than ``limit`` (one line naming it).
+    """
+    root = local_path(kvstore)
+    if root is None:
+        value = read_key(kvstore, key, ctx=ctx)
+        if value is not None and len(value) > limit:
+            raise StoreError(f"{key}: this {what} is larger than {limit} bytes; the store is damaged", path=key)
+        return value
+    path = os.path.join(root, key)
+    fix = "the store is damaged: rerun `grokweights reshard` into it"
+    try:
+        with open_regular(path, what=what, fix=fix, buffering=0) as f:
+            size = os.fstat(f.fileno()).st_size
+            data = f.read(limit + 1) if size <= limit else b""
+            if size > limit or len(data) > limit:
+                raise StoreError(f"{path}: this {what} has {max(size, len(data))} bytes, more than the {limit} a "
+                                 f"store's {what} may have; {fix}", path=path, expected=limit, actual=size)
+            return data
+    except FileNotFoundError:
+        return None
+    except NotRegularFileError as exc:
+        raise StoreError(exc.message, path=path) from None
+    except IsADirectoryError:
+        raise StoreError(f"{path}: this {what} is a directory; {fix}", path=path) from None
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read this {what} ({exc.strerror or exc}); {fix}", path=path) from None
+
+
+def read_suffix(kvstore: dict[str, Any], key: str, nbytes: int, *, ctx: Any = None) -> bytes | None:
+    """The last ``nbytes`` of ``key`` (None when absent), read as a byte range where the driver allows."""
+    result = open_kvstore(kvstore, ctx=ctx).read(key, byte_range=slice(-nbytes, None)).result()
+    return bytes(result.value) if result.state == "value" else None
+
+
 def write_key(kvstore: dict[str, Any], key: str, value: bytes, *, ctx: Any = None) -> None:
     """Write ``key`` (a single atomic put on every driver)."""
     open_kvstore(kvstore, ctx=ctx).write(key, value).result()
@@ -146,15 +197,6 @@ def delete_key(kvstore: dict[str, Any], key: str, *, ctx: Any = None) -> None:
 
     kv = open_kvstore(kvstore, ctx=ctx)
     kv.delete_range(ts.KvStore.KeyRange(inclusive_min=key, exclusive_max=key + "\x00")).result()
-
-
-def delete_prefix(kvstore: dict[str, Any], prefix: str, *, ctx: Any = None) -> None:
-    """Delete every key under ``prefix`` (a directory, with trailing slash)."""
-    import tensorstore as ts
-
-    prefix = prefix.rstrip("/") + "/"
-    kv = open_kvstore(kvstore, ctx=ctx)
-    kv.delete_range(ts.KvStore.KeyRange(inclusive_min=prefix, exclusive_max=prefix[:-1] + "0")).result()
 
 
 def key_sizes(kvstore: dict[str, Any], prefix: str, keys: list[str], *, ctx: Any = None) -> dict[str, int | None]:

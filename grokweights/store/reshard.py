@@ -22,9 +22,7 @@ there, and redoes the others from scratch.
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
-import json
 import logging
 import os
 import time
@@ -37,17 +35,16 @@ from ..checkpoint.config import ModelConfig, preset
 from ..checkpoint.layout import TensorSpec, layer_indices, layout
 from ..checkpoint.paths import resolve_checkpoint_dir
 from ..checkpoint.shards import read_header
-from ..constants import CKPT_DIRNAME, STORE_INDEX_NAME
+from ..constants import CKPT_DIRNAME
 from ..errors import ConfigError, GrokWeightsError, StoreError, UsageError, VerificationError
 from ..sharding.mesh import MeshSpec, RuleSet, as_mesh_spec, load_rules
-from ..sharding.plan import DEFAULT_CHUNK_BYTES, FORMAT_VERSION, ReshardPlan, plan_reshard
-from . import kv as tskv
-from .index import INDEX_FORMAT, index_digest, read_index
-from .lock import writer_lock
+from ..sharding.plan import DEFAULT_CHUNK_BYTES, ReshardPlan, plan_reshard
+from .index import store_state
 from .specs import kvstore_spec, local_path
-from .writer import ArrayWriter, completed, source_identity
+from .write import StoreWrite
+from .writer import source_identity
 
-__all__ = ["reshard", "ReshardReport", "plan_for_checkpoint", "write_index", "existing_index", "unpublish"]
+__all__ = ["reshard", "ReshardReport", "plan_for_checkpoint", "manifest_identity", "source_sha256"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +126,7 @@ def _check_sources(ckpt: str, specs: list[TensorSpec]) -> None:
                          actual=problems)
 
 
-def _manifest_identity(manifest: Any) -> dict[str, Any] | None:
+def manifest_identity(manifest: Any) -> dict[str, Any] | None:
     if manifest is None:
         return None
     text = manifest.to_json()
@@ -137,7 +134,7 @@ def _manifest_identity(manifest: Any) -> dict[str, Any] | None:
             "sha256": hashlib.sha256(text.encode()).hexdigest()}
 
 
-def _source_sha256(manifest: Any, file: str) -> str | None:
+def source_sha256(manifest: Any, file: str) -> str | None:
     if manifest is None:
         return None
     try:
@@ -159,67 +156,6 @@ def plan_for_checkpoint(src: str | os.PathLike[str], mesh: MeshSpec | str, *, ru
     plan = plan_reshard(layout(config), as_mesh_spec(mesh), load_rules(rules), config=config, dtype=dtype,
                         compression=compression, layers=layers, chunk_bytes=chunk_bytes)
     return ckpt, manifest, plan
-
-
-def write_index(kv: dict[str, Any], plan: ReshardPlan, digests: dict[str, str], manifest: Any, ctx: Any) -> None:
-    """Write the store index (``grokweights.json``): the last write of a reshard, after every array is published.
-
-    Besides the plan and the data digests it records the sha256 of every array's ``zarr.json`` (binding each
-    array's metadata to its path) and its own ``digest`` (:func:`.index.index_digest`)."""
-    metadata = {}
-    for array in plan.arrays:
-        raw = tskv.read_key(kv, f"{array.store_path}/zarr.json", ctx=ctx)
-        if raw is None:
-            raise StoreError(f"{array.store_path}: not published; rerun reshard", path=array.store_path)
-        metadata[array.store_path] = hashlib.sha256(raw).hexdigest()
-    index = {
-        "format": INDEX_FORMAT, "version": plan.version,
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "config": plan.config.to_dict(), "mesh": plan.mesh.to_dict(), "rules": plan.rules.to_dict(),
-        "plan": plan.to_dict(), "sha256": digests, "metadata": metadata,
-        "source": {"manifest": _manifest_identity(manifest)},
-    }
-    index["digest"] = index_digest(index)
-    tskv.write_key(kv, STORE_INDEX_NAME, json.dumps(index, indent=1).encode(), ctx=ctx)
-
-
-def _existing_index(dst: str | os.PathLike[str], ctx: Any) -> dict[str, Any] | None:
-    """The index already in ``dst`` when it is current and intact; None when absent, of an older format
-    (converted: every array is rewritten) or damaged (each array is proven or rewritten)."""
-    try:
-        existing = read_index(dst, ctx=ctx, any_version=True)
-    except StoreError as exc:
-        logger.warning("%s; rewriting the index", exc)
-        return None
-    if existing is not None and existing.get("version") != FORMAT_VERSION:
-        if not isinstance(existing.get("version"), int) or existing["version"] > FORMAT_VERSION:
-            raise StoreError(f"{dst}: holds a store of format version {str(existing.get('version'))[:20]}, newer "
-                             f"than this grokweights writes ({FORMAT_VERSION}); upgrade grokweights or choose another "
-                             "destination", path=os.fspath(dst))
-        logger.warning("%s: converting a store of format version %s to %s", dst, existing["version"], FORMAT_VERSION)
-        return None
-    return existing
-
-
-
-def existing_index(dst: str | os.PathLike[str], plan: ReshardPlan, ctx: Any) -> dict[str, Any] | None:
-    """The index already in ``dst`` when it is current, intact and for ``plan``; None when absent, of an older
-    format or damaged (see :func:`_existing_index`).
-
-    Raises:
-        StoreError: ``dst`` holds a store for another plan, or of a newer format.
-    """
-    existing = _existing_index(dst, ctx)
-    if existing is not None and existing.get("plan") != plan.to_dict():
-        raise StoreError(f"{dst}: already holds a store for another plan (mesh {existing.get('mesh')}, rules "
-                         f"{existing.get('rules', {}).get('name')}); delete it or choose another destination",
-                         path=os.fspath(dst), expected=plan.mesh.to_dict(), actual=existing.get("mesh"))
-    return existing
-
-
-def unpublish(kv: dict[str, Any], ctx: Any) -> None:
-    """Delete the store index: the store is unfinished until every array is proven complete again."""
-    tskv.delete_key(kv, STORE_INDEX_NAME, ctx=ctx)
 
 
 def reshard(src: str | os.PathLike[str], dst: str | os.PathLike[str], mesh: MeshSpec | str, *,
@@ -287,30 +223,33 @@ def _check_destination(src: str | os.PathLike[str], dst: str | os.PathLike[str])
     if real in (ckpt, os.path.realpath(os.fspath(src)), os.path.dirname(ckpt)) or real.startswith(ckpt + os.sep):
         raise UsageError(f"{text}: inside the source checkpoint {os.fspath(src)}; choose a destination outside "
                          "it (the store would mix with the shards)", path=local, expected="outside the source")
+    if os.path.isdir(local) and store_state(local) is None and _has_entries(local):
+        raise UsageError(f"{text}: a folder that holds other files and is not a grokweights store; choose a new "
+                         "folder (or an existing store) for the store", path=local,
+                         expected="a new folder or a store", actual="a non-empty folder")
+
+
+def _has_entries(folder: str) -> bool:
+    with os.scandir(folder) as entries:
+        return any(True for _ in entries)
 
 
 def _write_store(plan: ReshardPlan, ckpt: str, dst: str | os.PathLike[str], manifest: Any, *, jobs: int | None,
                  sync: bool, progress: Callable[[int], None]) -> tuple[list[str], dict[str, str]]:
     """Write every array not already complete, then the index; ``(store paths written, every sha256)``.
 
-    The whole write holds the store's writer lock (:func:`.lock.writer_lock`, local stores)."""
-    kv = kvstore_spec(dst)
-    ctx = tskv.context(jobs=jobs or os.cpu_count(), sync=False)  # durability: one syncfs per array
-    with writer_lock(kv):
-        existing = existing_index(dst, plan, ctx)
-        sources = {f: source_identity(f, ckpt, _source_sha256(manifest, f))
-                   for f in dict.fromkeys(a.source_file for a in plan.arrays)}
-        digests = {a.store_path: completed(a, kv, ctx, sources[a.source_file]) for a in plan.arrays}
-        todo = [a for a in plan.arrays if digests[a.store_path] is None]
-        if local_path(kv) is not None:
-            require_space(local_path(kv), sum(a.nbytes for a in todo), what="to write into the store")
-        if todo or existing is None:  # unfinished again until every array is proven complete
-            unpublish(kv, ctx)
-        with ArrayWriter(kv, ctx, sync=sync, progress=progress) as writer:
-            for array in plan.arrays:
-                if digests[array.store_path] is not None:
-                    progress(array.nbytes)
-                    continue
-                digests[array.store_path] = writer.write(array, ckpt, sources[array.source_file])
-        write_index(kv, plan, digests, manifest, ctx)
+    The whole write goes through one :class:`.write.StoreWrite` (lock, completed arrays, index last)."""
+    sources = {f: source_identity(f, ckpt, source_sha256(manifest, f))
+               for f in dict.fromkeys(a.source_file for a in plan.arrays)}
+    with StoreWrite(dst, jobs=jobs, sync=sync, progress=progress) as write:
+        write.begin(plan, sources=sources, manifest=manifest_identity(manifest))
+        todo = write.todo
+        if write.local is not None:
+            require_space(write.local, write.bytes_to_write(), what="to write into the store")
+        for array in plan.arrays:
+            if write.digests[array.store_path] is not None:
+                progress(array.nbytes)
+                continue
+            write.write(array, ckpt)
+        digests = write.finish()
     return [a.store_path for a in todo], digests

@@ -6,7 +6,6 @@ are the checkpoint's (:mod:`grokweights.checkpoint.dtypes`), which are also zarr
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 from typing import Any
@@ -15,7 +14,7 @@ from urllib.parse import urlparse
 from ..checkpoint.dtypes import ITEMSIZE
 from ..errors import UsageError
 
-__all__ = ["kvstore_spec", "local_path", "join", "codecs_for", "zarr3_spec", "record_of", "RECORD_KEY", "chunk_keys"]
+__all__ = ["kvstore_spec", "local_path", "join", "codecs_for", "zarr3_spec", "record_of", "RECORD_KEY"]
 
 
 def kvstore_spec(location: str | os.PathLike[str]) -> dict[str, Any]:
@@ -71,12 +70,6 @@ def zarr3_spec(kvstore: dict[str, Any], path: str, *, shape: tuple[int, ...], dt
     if attributes is not None:
         metadata["attributes"] = attributes
     return {"driver": "zarr3", "kvstore": join(kvstore, path), "metadata": metadata}
-
-
-def chunk_keys(shape: tuple[int, ...], chunk_shape: tuple[int, ...]) -> list[str]:
-    """The keys of every chunk of an array (default chunk key encoding: ``c/i/j/...``), in C order."""
-    grid = [range(-(-n // c)) for n, c in zip(shape, chunk_shape, strict=True)]
-    return ["c/" + "/".join(map(str, pos)) for pos in itertools.product(*grid)]
 
 
 def _zarr_dtype(name: str) -> str:

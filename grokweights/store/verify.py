@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import StoreError
-from .index import Store, index_digest
+from .index import index_digest
+from .reader import Store
 
 __all__ = ["verify_store", "StoreVerifyReport", "ArrayCheck"]
 

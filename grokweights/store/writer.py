@@ -3,12 +3,22 @@
 :class:`ArrayWriter` streams one store array from a memory-mapped source shard
 (:func:`grokweights.checkpoint.shards.read_shard`), one row of chunks at a time: at most two rows are in
 flight, and the pages of a finished row are dropped from the process's mapping, so peak memory is
-bounded by the plan's row size, not by the tensor. Rows are hashed on a second thread while tensorstore
-writes them. Once every chunk of an array is durable its ``zarr.json`` is written (on a background
-thread, while the next array is being written), carrying the sha256 of its logical data, its plan entry,
-the source's identity and the count and total size of its chunks as stored: an array is complete exactly when
-it has a ``zarr.json`` whose record matches and every chunk it recorded is still there (:func:`completed`).
-Rewriting an array unpublishes it (deletes its ``zarr.json``) and overwrites every chunk; no chunk is deleted.
+bounded by the plan's row size, not by the tensor. Rows are hashed (sha256) on a second thread while the
+chunks are written.
+
+Uncompressed chunks are encoded here (:mod:`.chunkfile`): each chunk's bytes are gathered once into a reused
+buffer (or taken in place where they are contiguous in the source), checksummed with the hardware crc32c and
+written with one ``pwritev`` (local stores) or one put through tensorstore's key-value store (``gs://``,
+``s3://``, ``memory://``): the same bytes tensorstore's zarr3 driver writes, which is how compressed arrays
+(and every array under ``GROKWEIGHTS_STORE_IO=tensorstore``) are still written.
+
+Once every chunk of an array is durable its ``zarr.json`` is written (on a background thread, while the next
+array is being written), carrying the sha256 of its logical data, its plan entry, the source's identity and its
+chunks as stored: their count, total size and the **chunk table**, the crc32c of every chunk in grid order,
+which binds each chunk to its array and position (a reader refuses a chunk whose checksum is not the one
+recorded for where it sits). An array is complete exactly when it has a ``zarr.json`` whose record matches and
+every chunk it recorded is still there (:func:`completed`). Rewriting an array unpublishes it (deletes its
+``zarr.json``) and overwrites every chunk; no chunk is deleted.
 """
 
 from __future__ import annotations
@@ -16,7 +26,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import math
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -29,7 +41,9 @@ from ..checkpoint.shards import drop_pages, read_shard
 from ..errors import StoreError
 from ..sharding.plan import FORMAT_VERSION, ArrayPlan
 from . import kv as tskv
-from .specs import RECORD_KEY, chunk_keys, record_of, zarr3_spec
+from .chunkfile import ChunkFault, encode, trailer_of, write_chunk
+from .chunks import CRC_BYTES, chunk_key, chunk_keys, grid_shape
+from .specs import RECORD_KEY, local_path, record_of, zarr3_spec
 
 __all__ = ["ArrayWriter", "completed", "chunk_stats", "source_identity"]
 
@@ -39,8 +53,20 @@ RowOf = Callable[[int, int, int], tuple[np.ndarray, "np.ndarray | None"]]
 
 
 def source_identity(file: str, ckpt: str, sha256: str | None) -> dict[str, Any]:
-    """What an array records of the shard it came from: file name, size and (when known) sha256."""
-    return {"file": file, "size": os.path.getsize(os.path.join(ckpt, file)), "sha256": sha256}
+    """What an array records of the shard it came from: file name, size and sha256 where the manifest knows it.
+
+    Without a sha256 the identity is the file itself: its real path, inode, modification and change times, so
+    that a rerun from another checkpoint (or a file changed in place) rewrites the array instead of keeping what
+    another source wrote; with one, any copy with those bytes is the same source (a shard discarded after
+    conversion, or the checkpoint moved, still matches).
+    """
+    path = os.path.join(ckpt, file)
+    st = os.stat(path)
+    identity: dict[str, Any] = {"file": file, "size": st.st_size, "sha256": sha256}
+    if sha256 is None:
+        identity["file_identity"] = {"path": os.path.realpath(path), "inode": st.st_ino, "mtime_ns": st.st_mtime_ns,
+                                     "ctime_ns": st.st_ctime_ns}
+    return identity
 
 
 def _row_provider(array: ArrayPlan, source: Any) -> RowOf:
@@ -79,7 +105,12 @@ def completed(array: ArrayPlan, kv: dict[str, Any], ctx: Any, source: dict[str, 
             and record.get("sha256") and record.get("format") == FORMAT_VERSION):
         logger.info("%s: existing array does not match the plan; rewriting it", array.store_path)
         return None
-    if record.get("chunks") != chunk_stats(array, kv, ctx):
+    chunks = record.get("chunks")
+    table = chunks.get("crc32c") if isinstance(chunks, dict) else None
+    if not isinstance(table, list) or len(table) != math.prod(grid_shape(array.shape, array.chunk_shape)):
+        logger.info("%s: written before chunk tables; rewriting it", array.store_path)
+        return None
+    if {k: v for k, v in chunks.items() if k != "crc32c"} != chunk_stats(array, kv, ctx):
         logger.warning("%s: published, but its chunks are not the ones it recorded; rewriting it", array.store_path)
         return None
     return record["sha256"]
@@ -95,6 +126,17 @@ def chunk_stats(array: ArrayPlan, kv: dict[str, Any], ctx: Any) -> dict[str, int
     return {"count": len(sizes), "bytes": sum(sizes.values()) if known else -1}  # type: ignore[arg-type]
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(nbytes: int) -> np.ndarray:
+    """This thread's reusable chunk buffer (its pages stay mapped: no fresh-page faults per chunk)."""
+    buf = getattr(_SCRATCH, "buf", None)
+    if buf is None or buf.nbytes < nbytes:
+        buf = _SCRATCH.buf = np.empty(max(nbytes, 1), np.uint8)
+    return buf[:nbytes]
+
+
 class ArrayWriter:
     """Writes plan arrays into the store at ``kv``; a context manager (leaving it waits for every publish).
 
@@ -102,14 +144,18 @@ class ArrayWriter:
         kv: the store's kvstore spec.
         ctx: the tensorstore context to write with.
         sync: make each array's chunks durable (``syncfs`` of a local store) before publishing it.
+        jobs: chunks encoded and written at once (default: the CPUs).
         progress: called with byte counts as rows are written.
     """
 
-    def __init__(self, kv: dict[str, Any], ctx: Any, *, sync: bool = True,
+    def __init__(self, kv: dict[str, Any], ctx: Any, *, sync: bool = True, jobs: int | None = None,
                  progress: Callable[[int], None] | None = None) -> None:
         self.kv, self.ctx, self.sync = kv, ctx, sync
         self.progress = progress or (lambda n: None)
+        self.root = local_path(kv)
+        self.via_tensorstore = tskv.use_tensorstore()
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix="sha256")
+        self._chunks = ThreadPoolExecutor(max(1, jobs or os.cpu_count() or 2), thread_name_prefix="chunk-write")
         self._publisher = ThreadPoolExecutor(1, thread_name_prefix="publish")
         self._published: list[Future] = []
 
@@ -122,6 +168,7 @@ class ArrayWriter:
                 self.wait()
         finally:
             self._hasher.shutdown(wait=True)
+            self._chunks.shutdown(wait=True)
             self._publisher.shutdown(wait=True)
 
     def wait(self) -> None:
@@ -134,32 +181,54 @@ class ArrayWriter:
         """Write ``array`` from its shard in ``ckpt`` and queue its publication; returns its sha256."""
         # unpublish only: every chunk is rewritten below, and no chunk is ever deleted
         tskv.delete_key(self.kv, f"{array.store_path}/zarr.json", ctx=self.ctx)
-        spec = zarr3_spec(self.kv, array.store_path, shape=array.shape, dtype=array.dtype,
-                          chunk_shape=array.chunk_shape, codec=array.codec)
         shard = read_shard(os.path.join(ckpt, array.source_file))
-        digest = self._write_chunks(array, shard, spec)
+        ours = array.codec == "none" and not self.via_tensorstore
+        digest, table = self._write_chunks(array, shard, ours)
         record = {"format": FORMAT_VERSION, "plan": array.to_dict(), "source": source, "sha256": digest}
-        self._published.append(self._publisher.submit(self._publish, array, record))
+        self._published.append(self._publisher.submit(self._publish, array, record, table))
         logger.debug("wrote %s (%d bytes)", array.store_path, array.nbytes)
         return digest
 
-    def _publish(self, array: ArrayPlan, record: dict[str, Any]) -> None:
+    def _publish(self, array: ArrayPlan, record: dict[str, Any], table: list[int] | None) -> None:
         if self.sync:
             tskv.make_durable(self.kv)
-        record["chunks"] = chunk_stats(array, self.kv, self.ctx)
-        if record["chunks"] is None:
+        stats = chunk_stats(array, self.kv, self.ctx)
+        if stats is None:
             raise StoreError(f"{array.store_path}: chunks vanished before the array was published (another writer "
                              "in this store?); rerun reshard", path=array.store_path)
+        record["chunks"] = {**stats, "crc32c": table if table is not None else self._trailers(array)}
         spec = zarr3_spec(self.kv, array.store_path, shape=array.shape, dtype=array.dtype,
                           chunk_shape=array.chunk_shape, codec=array.codec, attributes={RECORD_KEY: record})
         tskv.open_array(spec, mode="publish", ctx=self.ctx)
 
-    def _write_chunks(self, array: ArrayPlan, source: Any, spec: dict[str, Any]) -> str:
-        """Write every chunk of ``array`` (unpublished); returns the sha256 of its logical data."""
-        store = tskv.open_array(spec, mode="unpublished", ctx=self.ctx)
+    def _trailers(self, array: ArrayPlan) -> list[int]:
+        """The chunk table of an array tensorstore wrote: each chunk's trailer, read back (4 bytes a chunk)."""
+        table = []
+        for key in chunk_keys(array.shape, array.chunk_shape):
+            try:
+                if self.root is not None:
+                    table.append(trailer_of(os.path.join(self.root, array.store_path, *key.split("/"))))
+                    continue
+                raw = tskv.read_suffix(self.kv, f"{array.store_path}/{key}", CRC_BYTES, ctx=self.ctx)
+                if raw is None:
+                    raise ChunkFault("is missing", "NOT_FOUND")
+                table.append(int.from_bytes(raw[-CRC_BYTES:], "little"))
+            except ChunkFault as fault:
+                raise StoreError(f"{array.store_path}: chunk {key} {fault.cause} right after it was written (another "
+                                 "writer in this store?); rerun reshard", path=array.store_path) from None
+        return table
+
+    def _write_chunks(self, array: ArrayPlan, source: Any, ours: bool) -> tuple[str, list[int] | None]:
+        """Write every chunk of ``array`` (unpublished); ``(sha256 of its logical data, chunk table or None)``.
+
+        ``ours``: encode the chunks here (the table is known as they are written); else through tensorstore
+        (the table is read back from the chunks' trailers when the array is published)."""
         row_of = _row_provider(array, source)
         shape, chunk = array.shape, array.chunk_shape
         digest = hashlib.sha256()
+        grid = grid_shape(shape, chunk)
+        table: list[int] = [0] * math.prod(grid)
+        put = self._encoder(array, table, grid) if ours else self._tensorstore(array)
         pending: list[tuple[list[Any], np.ndarray, np.ndarray | None]] = []
 
         def finish(entry: tuple[list[Any], np.ndarray, np.ndarray | None]) -> None:
@@ -169,8 +238,8 @@ class ArrayWriter:
             drop_pages(consumed)
             self.progress(data.nbytes)
 
-        for slot, r0 in enumerate(range(0, shape[0], chunk[0])):
-            r1 = min(shape[0], r0 + chunk[0])
+        for slot, r0 in enumerate(range(0, shape[0], chunk[0]) if shape else [0]):
+            r1 = min(shape[0], r0 + chunk[0]) if shape else 1
             if len(pending) == 2:
                 finish(pending.pop(0))  # also frees the dequantisation buffer of this slot
             data, consumed = row_of(r0, r1, slot % 2)
@@ -178,8 +247,47 @@ class ArrayWriter:
             futures: list[Any] = [self._hasher.submit(digest.update, flat)]
             for starts in itertools.product(*(range(0, n, c) for n, c in zip(shape[1:], chunk[1:], strict=True))):
                 local = (slice(0, r1 - r0),) + tuple(slice(s, s + c) for s, c in zip(starts, chunk[1:], strict=True))
-                futures.append(store[(slice(r0, r1),) + local[1:]].write(data[local]))
+                position = ((r0 // chunk[0],) if shape else ()) + tuple(s // c for s, c in
+                                                                       zip(starts, chunk[1:], strict=True))
+                futures.append(put(position, data, local))
             pending.append((futures, data, consumed))
         for entry in pending:
             finish(entry)
-        return digest.hexdigest()
+        return digest.hexdigest(), (table if ours else None)
+
+    def _tensorstore(self, array: ArrayPlan) -> Callable[..., Any]:
+        spec = zarr3_spec(self.kv, array.store_path, shape=array.shape, dtype=array.dtype,
+                          chunk_shape=array.chunk_shape, codec=array.codec)
+        store = tskv.open_array(spec, mode="unpublished", ctx=self.ctx)
+
+        def put(position: tuple[int, ...], data: np.ndarray, local: tuple[slice, ...]) -> Any:
+            r0 = position[0] * array.chunk_shape[0] if position else 0
+            return store[(slice(r0, r0 + local[0].stop),) + local[1:]].write(data[local])
+
+        return put
+
+    def _encoder(self, array: ArrayPlan, table: list[int], grid: tuple[int, ...]) -> Callable[..., Any]:
+        """``put(position, rows, local)``: encode and write one chunk on a worker thread (records its crc32c)."""
+        chunk = array.chunk_shape
+        kvs = tskv.open_kvstore(self.kv, ctx=self.ctx) if self.root is None else None
+
+        def encode_one(position: tuple[int, ...], data: np.ndarray, local: tuple[slice, ...]) -> None:
+            part = data[local]
+            if part.shape == tuple(chunk) and part.flags.c_contiguous:
+                block = part.reshape(-1).view(np.uint8)  # contiguous in the source: written from there
+            else:  # gathered once into this thread's buffer; an edge chunk is padded with the fill value (0)
+                buf = _scratch(math.prod(chunk) * part.dtype.itemsize)
+                whole = buf.view(part.dtype).reshape(chunk)
+                if part.shape != tuple(chunk):
+                    whole[...] = 0
+                whole[tuple(slice(0, n) for n in part.shape)] = part
+                block = buf
+            key = f"{array.store_path}/{chunk_key(position)}"
+            rank = int(np.ravel_multi_index(position, grid)) if grid else 0
+            if kvs is None:
+                table[rank] = write_chunk(os.path.join(self.root, *key.split("/")), memoryview(block))
+            else:
+                table[rank], trailer = encode(memoryview(block))
+                kvs.write(key, block.tobytes() + trailer).result()
+
+        return lambda position, data, local: self._chunks.submit(encode_one, position, data, local)

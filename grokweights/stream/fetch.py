@@ -25,13 +25,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .._space import free_space, gib
+from .._space import free_space, gib, require_space
 from ..checkpoint.manifest import load_manifest
 from ..constants import LOCAL_MANIFEST_NAME
-from ..errors import InsufficientSpaceError, UsageError
-from ..store import kv as tskv
-from ..store.lock import writer_lock
-from ..store.specs import kvstore_spec, local_path
+from ..errors import UsageError
+from ..store import StoreWrite
 from ..torrent import progressive as tp
 from ..torrent.fetch import FetchOptions, FetchReport, fetch
 from ..torrent.meta import resolve_source
@@ -73,6 +71,7 @@ class _Stream:
         self.dest, self.store, self.source, self.options = dest, store, source, options
         self.target, self.discard, self.progress = target, discard, progress
         self.worker: ConversionWorker | None = None
+        self.store_write: StoreWrite | None = None
         self.run: Any = None
         self.files: dict[int, TorrentFile] = {}
         self.selected: list[TorrentFile] = []
@@ -171,9 +170,8 @@ class _Stream:
     # ---------------------------------------------------------------------------------------- hooks
 
     def _start_worker(self, manifest: Any) -> None:
-        self.worker = open_worker(self.root, self.store, manifest=manifest, discard=self.discard,
-                                  on_discard=self._dropped, on_event=self.worker_event, progress=self.progress,
-                                  **self.target).start()
+        self.worker = open_worker(self.root, self.store_write, manifest=manifest, discard=self.discard,
+                                  on_discard=self._dropped, on_event=self.worker_event, **self.target).start()
         self.emit({"event": "conversion_started", "time": round(time.time(), 3), "store": self.store,
                    "arrays": len(self.worker.plan.arrays), "complete": len(self.worker.plan.arrays)
                    - sum(1 for d in self.worker.digests.values() if d is None)})
@@ -224,24 +222,21 @@ class _Stream:
         # without the manifest yet (it comes with the torrent), the store is about the size of the shards
         store_bytes = self.worker.bytes_to_write() if self.worker is not None else shard_bytes
         source_bytes = min(shard_bytes, self.budget()) if self.discard else shard_bytes
-        store_path = local_path(kvstore_spec(self.store))
-        free = (self.options.free_space or free_space)(self.dest)
+        store_path = self.store_write.local if self.store_write is not None else None
+        measure = self.options.free_space or free_space
         same = store_path is None or _device(store_path) == _device(self.dest)
-        needed = source_bytes + (store_bytes if same and store_path is not None else 0)
         self.emit({"event": "preflight", "time": round(time.time(), 3), "store_bytes": store_bytes,
-                   "source_bytes": source_bytes, "discard_source": self.discard, "free": free})
-        if needed > free:
-            raise InsufficientSpaceError(
-                f"not enough free space at {self.dest}: the store needs {gib(store_bytes)} more and the source "
-                f"{gib(source_bytes)}{' in flight' if self.discard else ''}, {gib(free)} free"
-                + ("" if self.discard else "; --discard-source needs only the shards in flight"),
-                path=str(self.dest), expected=needed, actual=free)
-        if store_path is not None and not same:
-            store_free = (self.options.free_space or free_space)(store_path)
-            if store_bytes > store_free:
-                raise InsufficientSpaceError(f"not enough free space at {store_path}: the store needs "
-                                             f"{gib(store_bytes)} more, {gib(store_free)} free", path=store_path,
-                                             expected=store_bytes, actual=store_free)
+                   "source_bytes": source_bytes, "discard_source": self.discard, "free": measure(self.dest)})
+        source = f"the source {gib(source_bytes)}{' in flight' if self.discard else ''}"
+        hint = "free space or choose another destination" + ("" if self.discard else
+                                                            "; --discard-source needs only the shards in flight")
+        if same and store_path is not None:
+            require_space(self.dest, source_bytes + store_bytes, measure=measure, hint=hint,
+                          what=f"(the store {gib(store_bytes)} more and {source})")
+            return
+        require_space(self.dest, source_bytes, measure=measure, hint=hint, what=f"({source})")
+        if store_path is not None:
+            require_space(store_path, store_bytes, measure=measure, what=f"(the store {gib(store_bytes)} more)")
 
 
 def _device(path: str | os.PathLike[str]) -> int:
@@ -283,12 +278,13 @@ def fetch_and_reshard(source: str | os.PathLike[str], dest: str | os.PathLike[st
                          expected="no --seed", actual="--seed")
     dest = Path(dest).resolve()
     src = resolve_source(source, manifest=options.manifest)
-    target = {"mesh": mesh, "rules": rules, "layers": layers, "compression": compression, "dtype": dtype,
-              "sync": sync, "jobs": jobs}
+    target = {"mesh": mesh, "rules": rules, "layers": layers, "compression": compression, "dtype": dtype}
     stream = _Stream(dest, os.fspath(store), src, options, target, discard_source, convert_progress)
     started = time.monotonic()
-    tskv.context()  # load tensorstore now: a pause in the selection hook, while peers wait, makes them drop us
-    with writer_lock(kvstore_spec(store)):
+    # the store write (its lock held for the whole download; tensorstore loaded now: a pause in the selection
+    # hook, while peers wait, makes them drop us)
+    with StoreWrite(store, jobs=jobs, sync=sync, progress=convert_progress) as write:
+        stream.store_write = write
         try:
             report = fetch(source, dest, replace(options, layers=layers, verify=False, check_space=False,
                                                  on_selected=stream.on_selected, on_run=stream.on_run,

@@ -19,8 +19,7 @@ from typing import Any
 from ..checkpoint.manifest import Manifest, find_local_manifest, load_manifest
 from ..constants import CKPT_DIRNAME
 from ..errors import StoreError
-from ..store.lock import writer_lock
-from ..store.specs import kvstore_spec
+from ..store import StoreWrite
 from .worker import open_worker
 
 __all__ = ["follow", "FollowReport"]
@@ -86,10 +85,9 @@ def follow(src: str | os.PathLike[str], dst: str | os.PathLike[str], mesh: Any, 
     root = _root_of(Path(src))
     emit = on_event or (lambda event: None)
     manifest = _wait_manifest(root, manifest, None if timeout is None else started + timeout, poll)
-    with writer_lock(kvstore_spec(dst)):
-        worker = open_worker(root, dst, mesh, manifest=manifest, rules=rules, dtype=dtype, compression=compression,
-                             layers=layers, jobs=jobs, sync=sync, on_event=emit, progress=progress,
-                             retry_delay=settle).start()
+    with StoreWrite(dst, jobs=jobs, sync=sync, progress=progress) as write:
+        worker = open_worker(root, write, mesh, manifest=manifest, rules=rules, dtype=dtype, compression=compression,
+                             layers=layers, on_event=emit, retry_delay=settle, require_sha256=True).start()
         try:
             _watch(worker, Path(worker.ckpt), poll=poll, settle=settle, timeout=timeout, emit=emit)
         except BaseException:

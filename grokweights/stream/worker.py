@@ -4,15 +4,15 @@ A :class:`ConversionWorker` owns one store being written for one plan. Shards ar
 name (``tensor00000_000``) as they become complete, from any thread (:meth:`ConversionWorker.submit`); a
 single worker thread takes them in order, checks each one (size, and sha256 against the manifest where it
 has one: one sequential read that also brings the shard into the page cache), then writes every array of
-that shard with :class:`grokweights.store.writer.ArrayWriter` from the cached pages and waits until
-they are durable and published. Only then may the source shard be deleted (``discard``). When every
-array of the plan is complete, :meth:`ConversionWorker.finish` writes the store index with
-:func:`grokweights.store.reshard.write_index`: the store is then the one ``reshard`` of the same
-checkpoint writes, byte for byte (but the index's timestamp).
+that shard through the store's :class:`grokweights.store.StoreWrite` (``write_shard``: from the cached
+pages, durable and published when it returns). Only then may the source shard be deleted (``discard``).
+When every array of the plan is complete, :meth:`ConversionWorker.finish` ends the store write (the index
+last): the store is then the one ``reshard`` of the same checkpoint writes, byte for byte (but the index's
+timestamp).
 
-An array is trusted only through :func:`grokweights.store.writer.completed` (its published record names
-the plan and the source's identity), so a worker killed at any moment leaves either complete arrays, or
-unpublished chunks that the next run overwrites.
+An array is trusted only once the store write proved it complete (its published record names the plan and
+the source's identity, and every chunk it recorded is there), so a worker killed at any moment leaves either
+complete arrays, or unpublished chunks that the next run overwrites.
 """
 
 from __future__ import annotations
@@ -27,12 +27,9 @@ from typing import Any
 
 from ..checkpoint.hashing import sha256_file
 from ..constants import CKPT_DIRNAME
-from ..errors import StoreError, VerificationError
-from ..sharding.plan import ArrayPlan, ReshardPlan
-from ..store import kv as tskv
-from ..store.reshard import existing_index, plan_for_checkpoint, unpublish, write_index
-from ..store.specs import kvstore_spec
-from ..store.writer import ArrayWriter, completed, source_identity
+from ..errors import VerificationError
+from ..sharding.plan import ReshardPlan
+from ..store import StoreWrite, manifest_identity, plan_for_checkpoint, source_identity
 
 __all__ = ["ConversionWorker", "shard_entries"]
 
@@ -47,22 +44,35 @@ def shard_entries(manifest: Any, plan: ReshardPlan) -> dict[str, Any]:
     return {f: manifest.shard(f"{CKPT_DIRNAME}/{f}") for f in files}
 
 
-def open_worker(root: str | os.PathLike[str], dst: str | os.PathLike[str], mesh: Any, *, manifest: Any,
+def open_worker(root: str | os.PathLike[str], write: StoreWrite, mesh: Any, *, manifest: Any,
                 rules: Any = "grok1", dtype: str = "keep", compression: str = "none", layers: Any = None,
-                **worker: Any) -> ConversionWorker:
-    """A worker for the checkpoint that is (or will be) at ``root/ckpt-0``, planned exactly as ``reshard`` plans it.
+                require_sha256: bool = False, **worker: Any) -> ConversionWorker:
+    """A worker for the checkpoint that is (or will be) at ``root/ckpt-0``, planned exactly as ``reshard`` plans it,
+    writing through ``write`` (a :class:`StoreWrite` whose lock is held; it is begun here).
+
+    ``require_sha256``: refuse a manifest without the sha256 of every shard the plan reads (before anything is
+    written): where nothing else proves a shard complete (``reshard --follow``), a settled size is not enough.
 
     Raises:
-        StoreError: ``dst`` already holds the index of a store for another plan.
+        StoreError: the store already holds the index of a store for another plan.
+        VerificationError: ``require_sha256`` and a shard without a sha256.
     """
     os.makedirs(os.path.join(root, CKPT_DIRNAME), exist_ok=True)
     ckpt, manifest, plan = plan_for_checkpoint(root, mesh, rules=rules, dtype=dtype, compression=compression,
                                                layers=layers, manifest=manifest)
-    converter = ConversionWorker(plan, manifest, ckpt, dst, **worker)
-    existing = existing_index(dst, plan, converter.ctx)  # an older or damaged index is rewritten, as by reshard
-    if converter.remaining or existing is None:  # unfinished again until every array is proven complete
-        unpublish(converter.kv, converter.ctx)
-    return converter
+    entries = shard_entries(manifest, plan)
+    unhashed = [f for f, e in entries.items() if e.sha256 is None]
+    if require_sha256 and unhashed:
+        raise VerificationError(
+            f"manifest {manifest.name!r} has no sha256 for {len(unhashed)} shard(s) (e.g. "
+            f"{CKPT_DIRNAME}/{unhashed[0]}): --follow cannot tell a complete shard from one still being written "
+            "(a copier may preallocate it); pin "
+            "the hashes first (`grokweights manifest pin --from-torrent FILE` or `--from-hub`), or run `grokweights "
+            "reshard` once the copy has finished", path=manifest.name, expected="a sha256 per shard",
+            actual=f"{len(unhashed)} without")
+    write.begin(plan, sources={f: _identity(f, ckpt, e) for f, e in entries.items()},
+                manifest=manifest_identity(manifest))
+    return ConversionWorker(write, manifest, ckpt, **worker)
 
 
 def _identity(name: str, ckpt: str, entry: Any) -> dict[str, Any]:
@@ -73,42 +83,29 @@ def _identity(name: str, ckpt: str, entry: Any) -> dict[str, Any]:
 
 
 class ConversionWorker:
-    """Convert shards into the store ``dst`` for ``plan`` as they are submitted; a context manager.
+    """Convert shards into a store as they are submitted; a context manager.
 
     Args:
-        plan: the reshard plan (from :func:`grokweights.store.reshard.plan_for_checkpoint` or the same call of
-            :func:`grokweights.sharding.plan.plan_reshard`).
-        manifest: the manifest the plan was made from (sizes, sha256 where known, the index's source).
+        write: the store write (begun with the plan: :func:`open_worker`).
+        manifest: the manifest the plan was made from (sizes, sha256 where known).
         ckpt: the ``ckpt-0`` folder the shards arrive in.
-        dst: the store (local path or tensorstore URL).
         discard: delete each source shard once its arrays are durable.
         on_discard: called with the file name after a shard was deleted (e.g. to stop seeding it).
         on_event: called with one dict per event (``converted``, ``conversion``, ``discarded``, ...).
-        progress: called with bytes of arrays written.
         retries: how often a shard whose sha256 does not match is re-read (its writer may still be flushing).
     """
 
-    def __init__(self, plan: ReshardPlan, manifest: Any, ckpt: str | os.PathLike[str], dst: str | os.PathLike[str],
-                 *, discard: bool = False, sync: bool = True, jobs: int | None = None,
+    def __init__(self, write: StoreWrite, manifest: Any, ckpt: str | os.PathLike[str], *, discard: bool = False,
                  on_discard: Callable[[str], None] | None = None, on_event: Event | None = None,
-                 progress: Callable[[int], None] | None = None, retries: int = 5, retry_delay: float = 0.5) -> None:
-        self.plan, self.manifest, self.ckpt, self.dst = plan, manifest, os.fspath(ckpt), dst
-        self.discard, self.sync = discard, sync
+                 retries: int = 5, retry_delay: float = 0.5) -> None:
+        self.write, self.manifest, self.ckpt = write, manifest, os.fspath(ckpt)
+        self.plan: ReshardPlan = write.plan  # type: ignore[assignment]
+        self.dst, self.discard = write.dst, discard
         self.on_discard = on_discard or (lambda name: None)
         self.on_event = on_event or (lambda event: None)
-        self.progress = progress or (lambda n: None)
         self.retries, self.retry_delay = retries, retry_delay
-        self.kv = kvstore_spec(dst)
-        self.ctx = tskv.context(jobs=jobs or os.cpu_count(), sync=False)  # durability: one syncfs per array
-        self.entries = shard_entries(manifest, plan)
-        self.arrays: dict[str, list[ArrayPlan]] = {f: [] for f in self.entries}
-        for array in plan.arrays:
-            self.arrays[array.source_file].append(array)
-        self.sources = {f: _identity(f, self.ckpt, e) for f, e in self.entries.items()}
-        self.digests: dict[str, str | None] = {
-            a.store_path: completed(a, self.kv, self.ctx, self.sources[a.source_file]) for a in plan.arrays}
+        self.entries = shard_entries(manifest, self.plan)
         self.sha256: dict[str, str] = {}
-        self.bytes_converted = 0
         #: source bytes of the shards handled so far (converted, or found converted)
         self.bytes_source_done = 0
         self.seconds = 0.0
@@ -120,9 +117,18 @@ class ConversionWorker:
 
     # ------------------------------------------------------------------------------------- state
 
+    @property
+    def digests(self) -> dict[str, str | None]:
+        return self.write.digests
+
+    @property
+    def bytes_converted(self) -> int:
+        """Bytes of arrays written so far."""
+        return self.write.bytes_written
+
     def done(self, name: str) -> bool:
         """Whether every array of shard ``name`` is complete in the store."""
-        return all(self.digests[a.store_path] is not None for a in self.arrays.get(name, ()))
+        return self.write.done(name)
 
     @property
     def remaining(self) -> list[str]:
@@ -131,7 +137,7 @@ class ConversionWorker:
 
     def bytes_to_write(self) -> int:
         """Store bytes still to write (before compression)."""
-        return sum(a.nbytes for a in self.plan.arrays if self.digests[a.store_path] is None)
+        return self.write.bytes_to_write()
 
     @property
     def error(self) -> BaseException | None:
@@ -174,40 +180,27 @@ class ConversionWorker:
         self.stop()
         if self._error is not None:
             raise self._error
-        missing = self.remaining
-        if missing:
-            raise StoreError(f"{self.dst}: {len(missing)} shard(s) were never converted (e.g. {missing[0]}); rerun "
-                             "the same command", path=os.fspath(self.dst), expected="every shard",
-                             actual=missing)
-        write_index(self.kv, self.plan, dict(self.digests), self.manifest, self.ctx)  # type: ignore[arg-type]
-        self.on_event({"event": "indexed", "store": os.fspath(self.dst), "arrays": len(self.digests)})
-        return dict(self.digests)  # type: ignore[arg-type]
+        digests = self.write.finish()
+        self.on_event({"event": "indexed", "store": os.fspath(self.dst), "arrays": len(digests)})
+        return digests
 
     # ------------------------------------------------------------------------------------- working
 
     def _main(self) -> None:
         try:
-            with ArrayWriter(self.kv, self.ctx, sync=self.sync, progress=self._progress) as writer:
-                while (name := self._queue.get()) is not None:
-                    self._convert(writer, name)
+            while (name := self._queue.get()) is not None:
+                self._convert(name)
         except BaseException as exc:  # handed to the feeding thread by finish()
             self._error = exc
             logger.debug("conversion stopped: %s", exc)
 
-    def _progress(self, n: int) -> None:
-        self.bytes_converted += n
-        self.progress(n)
-
-    def _convert(self, writer: ArrayWriter, name: str) -> None:
+    def _convert(self, name: str) -> None:
         """Check shard ``name``, write its arrays not yet complete, wait until they are durable, discard it."""
-        todo = [a for a in self.arrays[name] if self.digests[a.store_path] is None]
         path = os.path.join(self.ckpt, name)
-        if todo:
+        if not self.done(name):
             start = time.perf_counter()
             self.sha256[name] = self._check(name, path)
-            for array in todo:
-                self.digests[array.store_path] = writer.write(array, self.ckpt, self.sources[name])
-            writer.wait()  # every array of this shard is durable and published
+            todo = self.write.write_shard(name, self.ckpt)  # every array of this shard durable and published
             self.seconds += time.perf_counter() - start
             self.on_event({"event": "converted", "shard": name, "arrays": len(todo),
                            "bytes": sum(a.nbytes for a in todo), "sha256": self.sha256[name],

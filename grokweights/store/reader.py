@@ -1,0 +1,237 @@
+"""A finished store seen from Python: its index, plan, and verified reads of any region of any array.
+
+:class:`Store` is what ``grokweights.open`` returns and what ``load``, ``verify STORE`` and ``export`` read
+through. Opening an array checks that its ``zarr.json`` is the one the index recorded for its path (and so its
+record: plan entry, data digest, chunk table). Reads then take one of two paths, chosen per array:
+
+* **fast** (uncompressed arrays of a local store): chunk files read straight into the destination, each
+  chunk's crc32c checked in hardware against its trailer and against the chunk table (:mod:`.fastread`);
+* **tensorstore** (compressed arrays, other kvstores such as ``gs://`` / ``s3://`` / ``memory://``, or when
+  ``GROKWEIGHTS_STORE_IO=tensorstore``): tensorstore's zarr3 driver, which checks each chunk's crc32c; each chunk's
+  trailer is first compared with the chunk table (4 bytes per chunk), so a moved chunk is refused there too.
+
+Both paths return the same bytes and refuse the same damage with the same one-line errors (tested).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import threading
+from typing import Any
+
+import numpy as np
+
+from ..checkpoint.config import ModelConfig
+from ..checkpoint.dtypes import numpy_dtype
+from ..constants import STORE_INDEX_NAME
+from ..errors import StoreError
+from ..sharding.mesh import MeshSpec, RuleSet
+from ..sharding.plan import ArrayPlan, ReshardPlan
+from .chunkfile import MOVED, ChunkFault, chunk_error, trailer_of
+from .chunks import CRC_BYTES, grid_shape, parts_of
+from .fastread import LocalChunks
+from .index import UNFINISHED, read_index, store_state
+from .kv import context, open_array, read_into, read_small, read_suffix, use_tensorstore
+from .specs import local_path, record_of, zarr3_spec
+
+__all__ = ["Store", "Region", "MAX_ZARR_JSON_BYTES"]
+
+Region = tuple[tuple[int, int], ...]
+#: a ``zarr.json`` larger than this is refused (Grok-1's largest, with its chunk table, is a few KiB)
+MAX_ZARR_JSON_BYTES = 16 * 1024 * 1024
+
+
+class Store:
+    """A resharded store opened for reading: its index, plan and verified per-array reads.
+
+    ``store.read(path, region)`` returns numpy data; ``store.read_into(path, region, out)`` fills a buffer;
+    ``store[path]`` is the array's ``tensorstore.TensorStore``; :meth:`sha256` recomputes an array's digest.
+
+    Args:
+        location: a local path or tensorstore URL.
+        io: ``auto`` (the fast path where it applies) or ``tensorstore``; default: ``GROKWEIGHTS_STORE_IO``.
+    """
+
+    def __init__(self, location: str | os.PathLike[str], *, io: str | None = None) -> None:
+        from .specs import kvstore_spec
+
+        self.location = os.fspath(location)
+        self.kvstore = kvstore_spec(location)
+        self.io = io or ("tensorstore" if use_tensorstore() else "auto")
+        self._ctx = context(memmap=True)
+        index = read_index(location, ctx=self._ctx)
+        if index is None:
+            if store_state(self.location) == UNFINISHED:
+                raise StoreError(f"{self.location}: unfinished store (no {STORE_INDEX_NAME} yet): a reshard into it "
+                                 "has not finished; rerun `grokweights reshard` to complete it", path=self.location,
+                                 expected=STORE_INDEX_NAME)
+            raise StoreError(f"{self.location}: no {STORE_INDEX_NAME} here: not a grokweights store, or a reshard "
+                             "that has not finished (rerun `grokweights reshard` to complete it)",
+                             path=self.location, expected=STORE_INDEX_NAME)
+        self.index = index
+        where = f"{self.location.rstrip('/')}/{STORE_INDEX_NAME}"
+        try:
+            self.plan = ReshardPlan.from_dict(index["plan"])
+            self.config = ModelConfig.from_dict(index["config"], source=where)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"{where}: the index's plan cannot be read ({str(exc)[:200]}); rerun `grokweights "
+                             "reshard` into this store to rewrite it", path=where) from None
+        self._records: dict[str, dict[str, Any]] = {}
+        self._open: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def mesh(self) -> MeshSpec:
+        return self.plan.mesh
+
+    @property
+    def rules(self) -> RuleSet:
+        return self.plan.rules
+
+    def keys(self) -> list[str]:
+        """The store paths of every array."""
+        return [a.store_path for a in self.plan.arrays]
+
+    def array(self, store_path: str) -> ArrayPlan:
+        """The plan entry of an array."""
+        try:
+            return self.plan.array(store_path)
+        except KeyError:
+            raise StoreError(f"{self.location}: no array {store_path!r} in the store", path=self.location,
+                             actual=store_path) from None
+
+    def fast(self, store_path: str) -> bool:
+        """Whether reads of this array take the fast path (local, uncompressed, not forced through tensorstore)."""
+        return self.io != "tensorstore" and local_path(self.kvstore) is not None \
+            and self.array(store_path).codec == "none"
+
+    # ------------------------------------------------------------------------------------- binding
+
+    def record(self, store_path: str) -> dict[str, Any]:
+        """The array's record, once its ``zarr.json`` is proven to be the one the index recorded for its path
+        (checked once per array and store object)."""
+        with self._lock:
+            if store_path not in self._records:
+                self._records[store_path] = self._check_binding(self.array(store_path))
+            return self._records[store_path]
+
+    def chunk_table(self, store_path: str) -> list[int] | None:
+        """The crc32c of every chunk (C order of the grid) as written, or None (a store written before tables)."""
+        table = (self.record(store_path).get("chunks") or {}).get("crc32c")
+        return table if isinstance(table, list) else None
+
+    def _check_binding(self, array: ArrayPlan) -> dict[str, Any]:
+        path = array.store_path
+        where = f"{self.location.rstrip('/')}/{path}"
+        fix = "rerun `grokweights reshard` into this store to rewrite it"
+        raw = read_small(self.kvstore, f"{path}/zarr.json", limit=MAX_ZARR_JSON_BYTES, what="zarr.json", ctx=self._ctx)
+        if raw is None:
+            raise StoreError(f"{where}: array missing (no zarr.json); the store is damaged: {fix}", path=where)
+        record = record_of(raw)
+        try:
+            bound = (record is not None and record.get("plan") == array.to_dict()
+                     and record.get("sha256") == self.index["sha256"].get(path)
+                     and hashlib.sha256(raw).hexdigest() == self.index["metadata"].get(path))
+        except (KeyError, TypeError, AttributeError):  # an index whose tables are missing or not objects
+            bound = False
+        if not bound:
+            raise StoreError(f"{where}: its zarr.json is not the one the store index recorded for this path (arrays "
+                             f"moved or edited); {fix}", path=where)
+        table = (record.get("chunks") or {}).get("crc32c")  # type: ignore[union-attr]
+        count = math.prod(grid_shape(array.shape, array.chunk_shape))
+        if table is not None and (not isinstance(table, list) or len(table) != count
+                                  or not all(isinstance(v, int) and 0 <= v < 2**32 for v in table)):
+            raise StoreError(f"{where}: its chunk table does not match its chunk grid; the store is damaged: {fix}",
+                             path=where)
+        return record  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------------------------- reading
+
+    def __getitem__(self, store_path: str) -> Any:
+        """The array's ``tensorstore.TensorStore`` (its binding checked first)."""
+        self.record(store_path)
+        with self._lock:
+            if store_path not in self._open:
+                array = self.array(store_path)
+                spec = zarr3_spec(self.kvstore, array.store_path, shape=array.shape, dtype=array.dtype,
+                                  chunk_shape=array.chunk_shape, codec=array.codec)
+                self._open[store_path] = open_array(spec, mode="open", ctx=self._ctx)
+            return self._open[store_path]
+
+    def read_into(self, store_path: str, region: Region, out: np.ndarray) -> Any:
+        """Start reading ``region`` (``((start, stop), ...)``) of an array into ``out`` (C-contiguous, the
+        region's shape); returns an object whose ``result()`` waits and returns ``out``.
+
+        Raises (from ``result()`` or at once): :class:`StoreError` naming the array, the chunk and the fix.
+        """
+        array = self.array(store_path)
+        table = self.chunk_table(store_path)
+        if self.fast(store_path):
+            folder = os.path.join(local_path(self.kvstore), *store_path.split("/"))  # type: ignore[arg-type]
+            return LocalChunks(self.location, store_path, folder, array.shape, array.chunk_shape,
+                               table).read_into(region, out)
+        if table is not None:
+            self._check_trailers(array, region, table)
+        handle = self[store_path]
+        futures = []
+        for part in parts_of(region, array.shape, array.chunk_shape):
+            source = handle[tuple(slice(r0 + s.start, r0 + s.stop) for s, (r0, _) in zip(part.outer, region,
+                                                                                              strict=True))]
+            futures.append(read_into(source, out[part.outer], where=(self.location, store_path)))
+        return _All(futures, out)
+
+    def _check_trailers(self, array: ArrayPlan, region: Region, table: list[int]) -> None:
+        """Each chunk of ``region`` carries the checksum its position was written with (tensorstore path)."""
+        grid = grid_shape(array.shape, array.chunk_shape)
+        root = local_path(self.kvstore)
+        for part in parts_of(region, array.shape, array.chunk_shape):
+            key = f"{array.store_path}/{part.key}"
+            expected = table[int(np.ravel_multi_index(part.position, grid))] if grid else table[0]
+            try:
+                if root is not None:
+                    value = trailer_of(os.path.join(root, *key.split("/")))
+                else:
+                    raw = read_suffix(self.kvstore, key, CRC_BYTES, ctx=self._ctx)
+                    if raw is None:
+                        raise ChunkFault("is missing", "NOT_FOUND")
+                    value = int.from_bytes(raw[-CRC_BYTES:], "little")
+            except ChunkFault as fault:
+                raise chunk_error(self.location, array.store_path, part.key, fault.cause, fault.detail) from None
+            if value != expected:
+                raise chunk_error(self.location, array.store_path, part.key, MOVED,
+                                  f"its crc32c {value:08x} is not the {expected:08x} recorded for this position")
+
+    def read(self, store_path: str, region: tuple[slice, ...] = ()) -> np.ndarray:
+        """Read ``region`` (slices) of an array as numpy; a bad chunk raises a one-line StoreError."""
+        array = self.array(store_path)
+        index = tuple(region) + (slice(None),) * (len(array.shape) - len(region))
+        bounds = tuple(s.indices(n)[:2] for s, n in zip(index, array.shape, strict=True))
+        bounds = tuple((a, max(a, b)) for a, b in bounds)
+        out = np.empty(tuple(b - a for a, b in bounds), numpy_dtype(array.dtype))
+        return self.read_into(store_path, bounds, out).result()
+
+    def sha256(self, store_path: str) -> str:
+        """The sha256 of an array's logical data (C order), read back one row of chunks at a time."""
+        array, digest = self.array(store_path), hashlib.sha256()
+        step = array.chunk_shape[0] if array.shape else 1
+        for r0 in range(0, max(array.shape[0], 1) if array.shape else 1, step):
+            region = ((slice(r0, r0 + step),) if array.shape else ())
+            digest.update(np.ascontiguousarray(self.read(store_path, region)).reshape(-1).view(np.uint8))
+        return digest.hexdigest()
+
+    def __repr__(self) -> str:
+        return f"Store({self.location!r}, mesh={self.mesh}, rules={self.rules.name}, arrays={len(self.plan.arrays)})"
+
+
+class _All:
+    """Tensorstore reads of one region: ``result()`` waits for every one and returns the destination."""
+
+    def __init__(self, futures: list[Any], out: np.ndarray) -> None:
+        self._futures, self._out = futures, out
+
+    def result(self) -> np.ndarray:
+        for future in self._futures:
+            future.result()
+        return self._out
