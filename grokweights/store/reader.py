@@ -172,23 +172,23 @@ class Store:
             folder = os.path.join(local_path(self.kvstore), *store_path.split("/"))  # type: ignore[arg-type]
             return LocalChunks(self.location, store_path, folder, array.shape, array.chunk_shape,
                                table).read_into(region, out)
-        if table is not None:
-            self._check_trailers(array, region, table)
+        parts = parts_of(region, array.shape, array.chunk_shape)
+        trailers = self._trailers(array, parts) if table is not None else []
         handle = self[store_path]
         futures = []
-        for part in parts_of(region, array.shape, array.chunk_shape):
+        for part in parts:
             source = handle[tuple(slice(r0 + s.start, r0 + s.stop) for s, (r0, _) in zip(part.outer, region,
                                                                                               strict=True))]
             futures.append(read_into(source, out[part.outer], where=(self.location, store_path)))
-        return _All(futures, out)
+        return _All(futures, out, lambda: self._bound(array, trailers, table))
 
-    def _check_trailers(self, array: ArrayPlan, region: Region, table: list[int]) -> None:
-        """Each chunk of ``region`` carries the checksum its position was written with (tensorstore path)."""
-        grid = grid_shape(array.shape, array.chunk_shape)
+    def _trailers(self, array: ArrayPlan, parts: list[Any]) -> list[tuple[Any, int]]:
+        """The checksum each chunk of ``parts`` carries (tensorstore path), read before tensorstore reads them:
+        a chunk that is not a regular file (a FIFO would block tensorstore) or is missing is refused here."""
         root = local_path(self.kvstore)
-        for part in parts_of(region, array.shape, array.chunk_shape):
+        out = []
+        for part in parts:
             key = f"{array.store_path}/{part.key}"
-            expected = table[int(np.ravel_multi_index(part.position, grid))] if grid else table[0]
             try:
                 if root is not None:
                     value = trailer_of(os.path.join(root, *key.split("/")))
@@ -199,6 +199,14 @@ class Store:
                     value = int.from_bytes(raw[-CRC_BYTES:], "little")
             except ChunkFault as fault:
                 raise chunk_error(self.location, array.store_path, part.key, fault.cause, fault.detail) from None
+            out.append((part, value))
+        return out
+
+    def _bound(self, array: ArrayPlan, trailers: list[tuple[Any, int]], table: list[int] | None) -> None:
+        """Once tensorstore read the chunks intact: each carries the checksum recorded for its position."""
+        grid = grid_shape(array.shape, array.chunk_shape)
+        for part, value in trailers:
+            expected = table[int(np.ravel_multi_index(part.position, grid))] if grid else table[0]  # type: ignore
             if value != expected:
                 raise chunk_error(self.location, array.store_path, part.key, MOVED,
                                   f"its crc32c {value:08x} is not the {expected:08x} recorded for this position")
@@ -226,12 +234,14 @@ class Store:
 
 
 class _All:
-    """Tensorstore reads of one region: ``result()`` waits for every one and returns the destination."""
+    """Tensorstore reads of one region: ``result()`` waits for every one, runs ``then`` (the binding check) and
+    returns the destination."""
 
-    def __init__(self, futures: list[Any], out: np.ndarray) -> None:
-        self._futures, self._out = futures, out
+    def __init__(self, futures: list[Any], out: np.ndarray, then: Any) -> None:
+        self._futures, self._out, self._then = futures, out, then
 
     def result(self) -> np.ndarray:
         for future in self._futures:
             future.result()
+        self._then()
         return self._out
