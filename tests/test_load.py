@@ -114,3 +114,32 @@ def test_layer_missing_from_a_partial_store(ckpt, tmp_path):
     assert not any("decoder_layer_0" in k for k in params)
     with pytest.raises(StoreError, match="not a grokweights store"):
         load(tmp_path / "nothing-here")
+
+
+@pytest.mark.parametrize("source", ["store", "ckpt"])
+def test_staging_buffers_are_reused_and_loads_stay_exact(store, ckpt, monkeypatch, source):
+    """Staging buffers (the accelerator path, forced here on CPU devices, which then get copies): each leaf's
+    buffers go back to the pool once it is on its devices and serve later leaves of the same size."""
+    import sys
+
+    load_module = sys.modules[load.__module__]
+
+    monkeypatch.setenv("GROKWEIGHTS_LOAD_STAGING", "pool")
+    monkeypatch.setattr(load_module, "_WINDOW_BYTES", 64 << 10)  # the tiny model fits the real window whole
+    stats = LoadStats()
+    root = store if source == "store" else ckpt / "ckpt-0"
+    params = load(root, "data=1,model=8", stats=stats)
+    _check(params, ckpt)
+    assert stats.staging_reused > 0 and stats.staging_allocated < stats.regions
+    # and again with a dequantised load (the staging buffers feed dequantisation)
+    _check(load(root, "data=1,model=8", dtype=jnp.float32), ckpt, dtype=jnp.float32)
+
+
+def test_load_takes_an_opened_store_and_a_mesh_spec_with_devices(store, ckpt):
+    from grokweights.sharding.mesh import as_mesh_spec
+
+    opened = open(store)
+    params = load(opened, as_mesh_spec("data=2,model=2"), devices=jax.devices()[:4], axis_types="explicit")
+    _check(params, ckpt)
+    leaf = params["language_model/in_out_embed"]["embeddings"]
+    assert leaf.sharding.mesh.shape == {"data": 2, "model": 2} and len(leaf.sharding.mesh.devices.flat) == 4

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import collections
 import math
-import mmap
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -36,10 +35,11 @@ from ..checkpoint.layout import layer_indices, layer_of, layout
 from ..checkpoint.quant import dequantize_rows, expand_scales
 from ..checkpoint.shards import drop_pages
 from ..errors import StoreError
-from ..sharding.mesh import GROK1_RULES, RuleSet, default_mesh, load_rules, shard_factors
+from ..sharding.mesh import GROK1_RULES, MeshSpec, RuleSet, as_mesh_spec, default_mesh, load_rules, shard_factors
 from ..sharding.plan import ArrayPlan, stored_scale_blocks
 from ..store import Store
 from .devices import jax_mesh, mesh_spec_of
+from .hostmem import HostBuffers, staging_for
 from .sources import STORE, source_kind
 
 __all__ = ["load", "open", "Params", "Store", "LoadStats"]
@@ -48,19 +48,6 @@ Params = dict[str, dict[str, Any]]
 Region = tuple[tuple[int, int], ...]
 #: requested bytes held in host memory before the leaves that need them are built
 _WINDOW_BYTES = 1 << 30
-
-
-def _host_buffer(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """A page-aligned host buffer from an anonymous mapping.
-
-    jax on CPU adopts a suitably aligned numpy array without copying it (a tensorstore read result is not
-    aligned enough, so it would be copied a second time), and pages of a plain anonymous mapping fill
-    several times faster here than numpy's fresh allocations with their huge-page hint. The mapping is
-    private: ``mmap.mmap(-1, n)`` alone is a shared one, backed by shmem, whose pages filled ~1.6x slower.
-    """
-    count = math.prod(shape)
-    mm = mmap.mmap(-1, max(1, count * dtype.itemsize), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    return np.frombuffer(mm, dtype, count=count).reshape(shape)
 
 
 @dataclass
@@ -72,6 +59,9 @@ class LoadStats:
     leaves: int = 0
     seconds: float = 0.0
     source: str = ""
+    #: staging buffers (accelerators): allocated, and reused for later leaves
+    staging_allocated: int = 0
+    staging_reused: int = 0
 
 
 @dataclass(frozen=True)
@@ -100,14 +90,14 @@ def open(path: str | os.PathLike[str]) -> Store:  # noqa: A001 - the public name
     return Store(path)
 
 
-def _store_params(store: Store, wanted: set[int] | None, stats: LoadStats) -> list[_Param]:
+def _store_params(store: Store, wanted: set[int] | None, stats: LoadStats, buffers: HostBuffers) -> list[_Param]:
     def reader(array: ArrayPlan) -> _Stored:
         dtype = numpy_dtype(array.dtype)
         store.record(array.store_path)  # the array's binding to the index, checked before any read
 
         def read(region: Region) -> Any:
             stats.bytes_read += math.prod(b - a for a, b in region) * dtype.itemsize
-            return store.read_into(array.store_path, region, _host_buffer(tuple(b - a for a, b in region), dtype))
+            return store.read_into(array.store_path, region, buffers.take(tuple(b - a for a, b in region), dtype))
 
         return _Stored(array.shape, dtype, read)
 
@@ -126,18 +116,18 @@ def _store_params(store: Store, wanted: set[int] | None, stats: LoadStats) -> li
 
 
 def _checkpoint_params(ckpt: str, config: ModelConfig, wanted: set[int] | None, stats: LoadStats,
-                       pool: ThreadPoolExecutor) -> list[_Param]:
+                       pool: ThreadPoolExecutor, buffers: HostBuffers) -> list[_Param]:
     from ..checkpoint.shards import read_shard
 
     def reader(array: np.ndarray) -> _Stored:
-        def copy(region: Region) -> np.ndarray:
-            out = _host_buffer(tuple(b - a for a, b in region), array.dtype)
+        def copy(region: Region, out: np.ndarray) -> np.ndarray:
             np.copyto(out, array[tuple(slice(a, b) for a, b in region)])
             return out
 
         def read(region: Region) -> Future:
             stats.bytes_read += math.prod(b - a for a, b in region) * array.dtype.itemsize
-            return pool.submit(copy, region)
+            # the buffer is taken here, in the leaf's order (a staging buffer belongs to the leaf that asked)
+            return pool.submit(copy, region, buffers.take(tuple(b - a for a, b in region), array.dtype))
 
         return _Stored(tuple(array.shape), array.dtype, read, release=lambda: drop_pages(array))
 
@@ -218,7 +208,7 @@ def _region(index: tuple[slice, ...], shape: tuple[int, ...]) -> Region:
     return tuple(s.indices(n)[:2] for s, n in zip(index, shape, strict=True))
 
 
-def _build(shape: tuple[int, ...], sharding: Any, thunks: dict[Region, Callable]) -> Any:
+def _build(shape: tuple[int, ...], sharding: Any, thunks: dict[Region, Callable], buffers: HostBuffers) -> Any:
     """One leaf from the regions its addressable devices hold (each region finished once)."""
     import jax
 
@@ -228,7 +218,7 @@ def _build(shape: tuple[int, ...], sharding: Any, thunks: dict[Region, Callable]
         region = _region(index, shape)
         if region not in done:
             done[region] = thunks[region]()
-        return done[region]
+        return buffers.handed(done[region])
 
     return jax.make_array_from_callback(shape, sharding, fetch)
 
@@ -236,15 +226,17 @@ def _build(shape: tuple[int, ...], sharding: Any, thunks: dict[Region, Callable]
 # --------------------------------------------------------------------------------------------- load
 
 
-def load(path: str | os.PathLike[str], mesh: Any = None, *, rules: RuleSet | str | None = None,
+def load(path: str | os.PathLike[str] | Store, mesh: Any = None, *, rules: RuleSet | str | None = None,
          layers: str | Iterable[int] | None = None, dtype: Any = None, config: ModelConfig | str | None = None,
-         jobs: int | None = None, stats: LoadStats | None = None) -> Params:
+         jobs: int | None = None, stats: LoadStats | None = None, devices: Any = None,
+         axis_types: str = "auto") -> Params:
     """Load a store (or an official checkpoint folder) as sharded ``jax.Array`` leaves.
 
     Args:
-        path: a store location (local path or tensorstore URL) or a folder holding ``ckpt-0/``.
-        mesh: a ``jax.sharding.Mesh``, a :class:`MeshSpec` or its text; default: the store's mesh over all
-            devices (for a checkpoint folder, ``data=1,model=<device count>``).
+        path: a store location (local path or tensorstore URL), an opened :class:`Store`, or a folder holding
+            ``ckpt-0/``.
+        mesh: a ``jax.sharding.Mesh`` (Auto or Explicit axes), a :class:`MeshSpec` or its text; default: the
+            store's mesh (for a checkpoint folder, ``data=1,model=<device count>``).
         rules: partition rules (name, file or :class:`RuleSet`); default: the store's (``grok1`` for a
             checkpoint folder).
         layers: decoder layers to load (``"0-3"`` or indices); default: all there are.
@@ -253,6 +245,9 @@ def load(path: str | os.PathLike[str], mesh: Any = None, *, rules: RuleSet | str
         config: model config of a checkpoint folder without a manifest beside it (else inferred).
         jobs: reader threads for a checkpoint folder.
         stats: a :class:`LoadStats` to fill in (bytes read by this process, regions, seconds).
+        devices: for a mesh given as a :class:`MeshSpec` or text, the devices to lay it over (default: every
+            device of the default backend, which must number the mesh's size).
+        axis_types: for such a mesh, ``auto`` or ``explicit`` axes (see :func:`.devices.jax_mesh`).
 
     Returns:
         ``params[module_path][param]``: ``jax.Array`` or :class:`~grokweights.model.params.QuantizedWeight`.
@@ -261,33 +256,46 @@ def load(path: str | os.PathLike[str], mesh: Any = None, *, rules: RuleSet | str
         MeshError: the mesh does not fit the devices, or does not divide a dimension the rules split.
         StoreError: the store is missing, unfinished or lacks a requested layer.
     """
-    started, stats = time.perf_counter(), stats if stats is not None else LoadStats()
-    with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 2) as pool:
-        params, store_mesh, default_rules = _sources(os.fspath(path), layers, config, stats, pool)
-        if mesh is None:
-            import jax
+    import jax
 
-            mesh = store_mesh if store_mesh is not None else default_mesh(jax.device_count())
-        rule_set = load_rules(rules) if rules is not None else default_rules
-        out = _load_params(params, jax_mesh(mesh), rule_set, _np_dtype(dtype), stats)
+    started, stats = time.perf_counter(), stats if stats is not None else LoadStats()
+    source = _open_source(path, config, stats)
+    store = source if isinstance(source, Store) else None
+    if mesh is None:
+        mesh = store.mesh if store is not None else default_mesh(len(devices) if devices else jax.device_count())
+    jmesh = jax_mesh(mesh, devices=devices, axis_types=axis_types)
+    spec = mesh_spec_of(jmesh) if isinstance(mesh, jax.sharding.Mesh) else as_mesh_spec(mesh)
+    rule_set = load_rules(rules) if rules is not None else (store.rules if store is not None else GROK1_RULES)
+    platform = jmesh.devices.flat[0].platform
+    buffers = HostBuffers(staging=staging_for(platform), copy_out=platform == "cpu")
+    with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 2) as pool:
+        if store is not None:
+            params = _store_params(store, _wanted(layers, store.config, store.plan.layers), stats, buffers)
+        else:
+            ckpt, cfg = source
+            params = _checkpoint_params(ckpt, cfg, _wanted(layers, cfg, None), stats, pool, buffers)
+        out = _load_params(params, jmesh, spec, rule_set, _np_dtype(dtype), stats, buffers)
     stats.leaves, stats.seconds = sum(len(x) for x in out), time.perf_counter() - started
+    stats.staging_allocated, stats.staging_reused = buffers.allocated, buffers.reused
     return _tree(params, out)
 
 
-def _sources(text: str, layers: Any, config: ModelConfig | str | None, stats: LoadStats,
-             pool: ThreadPoolExecutor) -> tuple[list[_Param], Any, RuleSet]:
-    """The parameters to read from a store or a checkpoint folder, its mesh (None for a checkpoint) and rules."""
-    if source_kind(text) == STORE:
-        store = Store(text)
+def _open_source(path: str | os.PathLike[str] | Store, config: ModelConfig | str | None,
+                 stats: LoadStats) -> Store | tuple[str, ModelConfig]:
+    """The store (opened once per load), or a checkpoint folder's ``ckpt-0`` and config."""
+    if isinstance(path, Store):
         stats.source = "store"
-        return _store_params(store, _wanted(layers, store.config, store.plan.layers), stats), store.mesh, store.rules
+        return path
+    text = os.fspath(path)
+    if source_kind(text) == STORE:
+        stats.source = "store"
+        return Store(text)
     from ..checkpoint.inspection import checkpoint_config
     from ..checkpoint.paths import resolve_checkpoint_dir
 
     ckpt = os.fspath(resolve_checkpoint_dir(text))
-    cfg = checkpoint_config(ckpt, config)
     stats.source = "ckpt-0"
-    return _checkpoint_params(ckpt, cfg, _wanted(layers, cfg, None), stats, pool), None, GROK1_RULES
+    return ckpt, checkpoint_config(ckpt, config)
 
 
 def _tree(params: list[_Param], leaves: list[dict[str, Any]]) -> Params:
@@ -313,19 +321,21 @@ def _wanted(layers: Any, cfg: ModelConfig, present: tuple[int, ...] | None) -> s
     return wanted
 
 
-def _load_params(params: list[_Param], jmesh: Any, rules: RuleSet, dtype: np.dtype | None,
-                 stats: LoadStats) -> list[dict[str, Any]]:
+def _load_params(params: list[_Param], jmesh: Any, mspec: MeshSpec, rules: RuleSet, dtype: np.dtype | None,
+                 stats: LoadStats, buffers: HostBuffers) -> list[dict[str, Any]]:
     import jax
 
-    mspec = mesh_spec_of(jmesh)
     out: list[dict[str, Any]] = [{} for _ in params]
     pending: collections.deque = collections.deque()  # leaves whose reads are in flight, oldest first
     in_flight = 0
     left = {slot: 0 for slot in range(len(params))}
 
     def build(entry: tuple) -> None:
-        slot, name, shape, sharding, thunks, _ = entry
-        out[slot][name] = _build(shape, sharding, thunks)
+        slot, name, shape, sharding, thunks, staged, _ = entry
+        out[slot][name] = _build(shape, sharding, thunks, buffers)
+        if staged:  # the leaf is on its devices: its staging buffers serve the next leaves
+            out[slot][name].block_until_ready()
+            buffers.give(staged)
         left[slot] -= 1
         if not left[slot]:  # the source pages of a checkpoint shard are no longer needed by this process
             for part in params[slot].parts.values():
@@ -343,7 +353,7 @@ def _load_params(params: list[_Param], jmesh: Any, rules: RuleSet, dtype: np.dty
             thunks = {r: start(r) for r in regions}
             stats.regions += len(regions)
             in_flight += stats.bytes_read - before
-            pending.append((slot, name, shape, sharding, thunks, stats.bytes_read - before))
+            pending.append((slot, name, shape, sharding, thunks, buffers.drain(), stats.bytes_read - before))
             left[slot] += 1
         while in_flight > _WINDOW_BYTES and len(pending) > 1:  # keep reads queued while building the oldest
             in_flight -= pending[0][-1]

@@ -26,7 +26,7 @@ from ..errors import MeshError, UsageError
 from ..sharding.mesh import GROK1_RULES, MeshSpec, as_mesh_spec, complete_mesh, default_mesh
 from ..sharding.sizing import MachinePlan
 from ..store import Store
-from .devices import jax_mesh, simulate_cpu_devices
+from .devices import simulate_cpu_devices
 from .fingerprint import Fingerprint
 from .sources import STORE, source_kind
 
@@ -121,6 +121,7 @@ class _Source:
     rules: Any
     layers: tuple[int, ...]
     store_dtype: str
+    store: Store | None = None  # opened once, loaded from for every mesh
 
 
 def _source(path: str | os.PathLike[str], config: ModelConfig | str | None) -> _Source:
@@ -128,7 +129,7 @@ def _source(path: str | os.PathLike[str], config: ModelConfig | str | None) -> _
     if source_kind(text) == STORE:
         store = Store(text)
         present = store.plan.layers if store.plan.layers is not None else tuple(range(store.config.num_layers))
-        return _Source(text, "store", store.config, store.mesh, store.rules, present, store.plan.dtype)
+        return _Source(text, "store", store.config, store.mesh, store.rules, present, store.plan.dtype, store)
     config = checkpoint_config(text, config)
     return _Source(text, "ckpt-0", config, None, GROK1_RULES, tuple(range(config.num_layers)), "keep")
 
@@ -184,8 +185,8 @@ def _load(source: _Source, spec: MeshSpec, layers: tuple[int, ...], rules: Any =
 
     stats = LoadStats()
     started = time.perf_counter()
-    mesh = jax_mesh(spec, devices=jax.devices()[: spec.size], axis_types=axis_types)
-    params = load(source.path, mesh, rules=rules, layers=layers, config=source.config, stats=stats)
+    params = load(source.store if source.store is not None else source.path, spec, rules=rules, layers=layers,
+                  config=source.config, stats=stats, devices=jax.devices()[: spec.size], axis_types=axis_types)
     return params, time.perf_counter() - started, stats.bytes_read
 
 
