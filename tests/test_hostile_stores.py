@@ -130,3 +130,92 @@ def test_second_writer_on_reshard(tiny_source, tmp_path):
 def test_index_that_is_a_list_on_smoke(store):
     (store / STORE_INDEX_NAME).write_text("[]")
     assert_clean_failure(_smoke(store), codes=(1,), names="grokweights.json", fix="not a grokweights store index")
+
+
+# ------------------------------------------------------------------------ the second campaign (store rooms)
+
+
+def _chunks(store, path=W0):
+    return [p for p in sorted((store / path / "c").rglob("*")) if p.is_file()]
+
+
+def _swap(store):
+    a, b = _chunks(store)[:2]
+    data = a.read_bytes()
+    a.write_bytes(b.read_bytes())
+    b.write_bytes(data)
+    return a
+
+
+def _symlinked(store):
+    a, b = _chunks(store)[:2]
+    a.unlink()
+    a.symlink_to(b)
+    return a
+
+
+def _from_other_array(store):
+    target = _chunks(store)[0]
+    shutil.copyfile(store / W0.replace("moe/linear/", "moe/linear_v/") / target.relative_to(store / W0), target)
+    return target
+
+
+@pytest.mark.parametrize("move", [_swap, _symlinked, _from_other_array], ids=["swapped", "symlink", "other-array"])
+def test_a_chunk_moved_inside_its_array_or_from_another_is_refused_on_smoke(store, move):
+    """Campaign 2, item 1: a chunk with a valid checksum in the wrong place was read as valid."""
+    chunk = move(store)
+    before = tree_state(store)
+    assert_clean_failure(_smoke(store), codes=(1,), names=(W0, chunk.relative_to(store / W0).as_posix()),
+                         fix=("is not the chunk written at this position", "delete", "grokweights reshard"))
+    assert_tree_unchanged(store, before)
+
+
+def _null_manifest(src, out):
+    """``M0``: the source's manifest with every sha256 null (as the shipped grok-1 manifest is)."""
+    doc = json.loads((src / "grokweights-manifest.json").read_text())
+    for shard in doc["shards"]:
+        shard["sha256"] = None
+    out.write_text(json.dumps(doc))
+    return out
+
+
+def test_follow_without_sha256_is_refused_before_anything_is_written(tiny_source, tmp_path):
+    """Campaign 2, item 2: --follow took a settled size for a complete shard (a preallocated file converted)."""
+    m0 = _null_manifest(tiny_source, tmp_path / "m0.json")
+    dst = tmp_path / "st"
+    result = run_cli(["reshard", tiny_source, dst, "--mesh", MESH, "--follow", "--manifest", m0, "--timeout", "5"],
+                     memory=JAX_MEMORY)
+    assert_clean_failure(result, codes=(1,), names="no sha256", fix=("--follow cannot tell a complete shard",
+                                                                     "manifest pin --from-torrent"))
+    assert not dst.exists() or not list(dst.rglob("zarr.json"))
+
+
+def test_a_rerun_from_another_source_without_sha256_rewrites_every_array(tiny_source, tmp_path):
+    """Campaign 2, item 3: with no sha256 the rerun called another source's arrays complete."""
+    from grokweights.checkpoint.config import preset
+    from grokweights.checkpoint.synth import synthesize
+    from grokweights.store import Store
+
+    other = tmp_path / "s7"
+    synthesize(other, preset("tiny"), seed=7)
+    m0 = _null_manifest(tiny_source, tmp_path / "m0.json")
+    dst = tmp_path / "st"
+    reshard(tiny_source, dst, MESH, layers="0", manifest=m0)
+    report = reshard(other, dst, MESH, layers="0", manifest=m0, verify=False)
+    assert not report.skipped and len(report.written) == len(report.plan.arrays)
+    theirs = tmp_path / "st7"
+    reshard(other, theirs, MESH, layers="0", manifest=m0, verify=False)
+    assert Store(dst).index["sha256"] == Store(theirs).index["sha256"]
+    again = reshard(other, dst, MESH, layers="0", manifest=m0, verify=False)  # the same source: nothing to do
+    assert not again.written
+
+
+def test_reshard_into_a_folder_that_is_not_a_store_is_refused(tiny_source, tmp_path):
+    """Also seen in campaign 2: `reshard S .` wrote a store among the files of the current folder."""
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    (cwd / "notes.txt").write_text("mine")
+    before = tree_state(cwd)
+    assert_clean_failure(run_cli(["reshard", tiny_source, ".", "--mesh", MESH], cwd=cwd), codes=(2,),
+                         fix=("not a grokweights store", "choose a new folder"))
+    assert_tree_unchanged(cwd, before)

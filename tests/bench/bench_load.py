@@ -13,9 +13,11 @@ Before each method runs, the page cache of the work folder is dropped (``posix_f
 and that method's input is read once (warm), so every method starts with its input cached and the rest of
 memory free: the figures compare the work each method does, not the disk or memory pressure.
 
-Each method runs ``--repeat`` times, interleaved, and the best run is reported. Prints seconds, the
-speed-up over upstream (target >= 3x for the store), the bytes each method read and
-the process's peak RSS.
+Each method runs ``--repeat`` times, interleaved. Prints the best and median seconds, the speed-up over
+upstream (upstream's time over the method's, paired run by run: median, min-max; target >= 3x for the store,
+and the store at least as fast as ckpt-0), the bytes each method read and the process's peak RSS. The row
+``store via ts`` reads the same store through tensorstore (``GROKWEIGHTS_STORE_IO=tensorstore``), the
+reference path.
 
 Usage: python tests/bench/bench_load.py [--workdir DIR] [--keep] [--repeat N]
 """
@@ -104,11 +106,11 @@ def warm(path: Path) -> None:
                     pass
 
 
-def run(script: str, path: Path, workdir: Path) -> dict:
+def run(script: str, path: Path, workdir: Path, extra_env: dict | None = None) -> dict:
     evict(workdir)
     warm(path)
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
-           "NUMPY_MADVISE_HUGEPAGE": "0", "GROKWEIGHTS_DISABLE_PROGRESS": "1"}
+           "NUMPY_MADVISE_HUGEPAGE": "0", "GROKWEIGHTS_DISABLE_PROGRESS": "1", **(extra_env or {})}
     proc = subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, env=env, text=True)
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -133,19 +135,24 @@ def main() -> None:
 
             reshard(src, store, "data=1,model=8", verify=False)
         total = du(src / "ckpt-0")
-        methods = [("upstream", _UPSTREAM, src / "ckpt-0"), ("load(store)", _OURS, store),
-                   ("load(ckpt-0)", _OURS, src / "ckpt-0")]
-        results: dict[str, list[dict]] = {name: [] for name, _, _ in methods}
-        for _ in range(args.repeat):  # interleaved, best of N: this machine's memory speed varies run to run
-            for name, script, path in methods:
-                results[name].append(run(script, path, workdir))
-        rows = [(name, min(runs, key=lambda r: r["seconds"])) for name, runs in results.items()]
-        base = rows[0][1]["seconds"]
-        print(f"checkpoint: {total / 1e9:.2f} GB; mesh data=1,model=8 on 8 CPU devices; one process")
-        print(f"{'':14} {'seconds':>8} {'speed-up':>8} {'read GB':>8} {'peak RSS':>9}")
-        for name, r in rows:
-            print(f"{name:14} {r['seconds']:8.2f} {base / r['seconds']:7.2f}x {r['bytes_read'] / 1e9:8.2f} "
-                  f"{r['peak_rss'] / 2**30:6.2f} GiB")
+        methods = [("upstream", _UPSTREAM, src / "ckpt-0", None), ("load(store)", _OURS, store, None),
+                   ("load(ckpt-0)", _OURS, src / "ckpt-0", None),
+                   ("store via ts", _OURS, store, {"GROKWEIGHTS_STORE_IO": "tensorstore"})]
+        results: dict[str, list[dict]] = {name: [] for name, *_ in methods}
+        for _ in range(args.repeat):  # interleaved: this machine's memory speed varies run to run
+            for name, script, path, env in methods:
+                results[name].append(run(script, path, workdir, env))
+        base = results["upstream"]
+        print(f"checkpoint: {total / 1e9:.2f} GB; mesh data=1,model=8 on 8 CPU devices; one process; "
+              f"{args.repeat} interleaved runs; ratios are upstream's time over each method's, pair by pair")
+        print(f"{'':14} {'best s':>7} {'median s':>8} {'speed-up (median, min-max)':>27} {'read GB':>8} "
+              f"{'peak RSS':>9}")
+        for name, runs in results.items():
+            ratios = sorted(b["seconds"] / r["seconds"] for b, r in zip(base, runs, strict=True))
+            secs = sorted(r["seconds"] for r in runs)
+            print(f"{name:14} {secs[0]:7.2f} {secs[len(secs) // 2]:8.2f} {ratios[len(ratios) // 2]:10.2f}x "
+                  f"({ratios[0]:.2f}-{ratios[-1]:.2f}) {' ' * 6} {runs[0]['bytes_read'] / 1e9:8.2f} "
+                  f"{max(r['peak_rss'] for r in runs) / 2**30:6.2f} GiB")
     finally:
         if not args.keep:
             shutil.rmtree(store, ignore_errors=True)
