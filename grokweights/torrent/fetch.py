@@ -16,16 +16,19 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..constants import LOCAL_MANIFEST_NAME
 from ..errors import UsageError
 from .completed import Completion
+from .hubfetch import METADATA_TIMEOUT, HubSource, NoMetadata
+from .hubseed import is_bridge_url
 from .loop import TorrentRun
 from .meta import Source, check_info_dict, load_torrent, resolve_source, source_params, torrent_bytes, write_torrent
-from .offline import dry_run_from_manifest
+from .offline import dry_run_from_manifest, metadata_from
+from .report import FetchReport, FetchVerification
 from .select import (
     TorrentFile,
     check_sizes,
@@ -74,6 +77,14 @@ class FetchOptions:
         check_space: run the free-space preflight (off when the caller does its own).
         on_run: called with the :class:`TorrentRun` once the selection is applied, before the download
             (e.g. to set file priorities or watch file progress).
+        hub: ``OWNER/NAME[@REVISION]``: the hub repository's files as a second source of the same torrent
+            (every piece still checked against the torrent), its LFS sha256 checked and pinned as a second
+            provenance (see :mod:`grokweights.torrent.hubfetch`).
+        hub_endpoint: the hub (default ``HF_ENDPOINT``, else the public hub).
+        hub_sha256_only: with ``hub``, when no metadata comes from peers, download from the hub checked by
+            its sha256 alone (and say so) instead of refusing.
+        metadata_timeout: with ``hub``, seconds to wait for the metadata from peers.
+        torrent: a ``.torrent`` file of the source's torrent to take the metadata from (a dead swarm).
     """
 
     include: Iterable[str] | None = None
@@ -99,6 +110,11 @@ class FetchOptions:
     on_selected: Callable[[list[TorrentFile], list[TorrentFile]], list[TorrentFile]] | None = None
     check_space: bool = True
     on_run: Callable[[TorrentRun], None] | None = None
+    hub: str | None = None
+    hub_endpoint: str | None = None
+    hub_sha256_only: bool = False
+    metadata_timeout: float = METADATA_TIMEOUT
+    torrent: str | os.PathLike[str] | None = None
 
     @property
     def seeding(self) -> bool:
@@ -108,64 +124,6 @@ class FetchOptions:
     def session(self) -> SessionOptions:
         return SessionOptions(listen=self.listen, discovery=self.discovery, max_download_rate=self.max_download_rate,
                               max_upload_rate=self.max_upload_rate, max_connections=self.max_connections)
-
-
-@dataclass(frozen=True)
-class FetchVerification:
-    """What was checked after a fetch: sizes of every selected file, then the manifest's checks of the shards.
-
-    Attributes:
-        checked: selected files whose size was checked.
-        problems: files missing or of the wrong size (``path``, ``status``, ``expected``, ``actual``).
-        report: the manifest verification of the shards (None without a manifest or without shards).
-    """
-
-    checked: int
-    problems: tuple[dict[str, Any], ...] = ()
-    report: Any = None  # grokweights.checkpoint.verify.VerifyReport
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems and (self.report is None or self.report.ok)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"checked": self.checked, "problems": list(self.problems), "ok": self.ok}
-        if self.report is not None:
-            out["manifest"] = self.report.to_dict()
-            out["sha256_checked"] = sum(1 for r in self.report.results if r.status == "ok")
-        return out
-
-
-@dataclass(frozen=True)
-class FetchReport:
-    """What a fetch did. ``ok`` is True only when every selected file passed verification."""
-
-    source: str
-    name: str
-    infohash: str
-    dest: str
-    torrent: str
-    checkpoint: str | None
-    manifest: str | None
-    files: tuple[dict[str, Any], ...]
-    total_files: int
-    selected_bytes: int
-    needed_bytes: int
-    free_bytes: int
-    resumed_bytes: int = 0
-    downloaded_bytes: int = 0
-    uploaded_bytes: int = 0
-    hash_failures: int = 0
-    seconds: float = 0.0
-    dry_run: bool = False
-    verification: FetchVerification | None = None
-    ok: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(replace(self, verification=None))
-        out["verification"] = self.verification.to_dict() if self.verification is not None else None
-        return out
 
 
 @dataclass
@@ -178,6 +136,7 @@ class _Job:
     peers: tuple[tuple[str, int], ...]
     files: list[TorrentFile] = field(default_factory=list)
     selected: list[TorrentFile] = field(default_factory=list)
+    hub: HubSource | None = None
 
 
 def _add_params(job: _Job) -> tuple[Any, bool]:
@@ -193,7 +152,7 @@ def _add_params(job: _Job) -> tuple[Any, bool]:
     if trusted and resume is not None:
         resume.ti = resume.ti or atp.ti
         resume.trackers = list(dict.fromkeys([*resume.trackers, *atp.trackers]))
-        resume.url_seeds = list(dict.fromkeys([*resume.url_seeds, *atp.url_seeds]))
+        resume.url_seeds = [u for u in dict.fromkeys([*resume.url_seeds, *atp.url_seeds]) if not is_bridge_url(u)]
         resume.peers = list(atp.peers)
         resume.file_priorities = []  # nothing is wanted until this run's selection is applied
         atp = resume
@@ -253,8 +212,12 @@ def _verify(job: _Job, manifest: Any) -> FetchVerification:
 
             pins = proven_pins(report)  # sha256 taken in the same read that proved the pieces
             if pins:
-                source = f"torrent:{job.state.infohash}"
-                with_hashes(manifest, pins, source=source).save(job.dest / root / LOCAL_MANIFEST_NAME)
+                pinned = with_hashes(manifest, pins, source=f"torrent:{job.state.infohash}")
+                if job.hub is not None:  # the hub's LFS sha256, a second provenance where it agrees
+                    paths = {f.shard: job.hub.bridge.paths[f.path] for f in job.files if f.shard}
+                    agree, differ = job.hub.cross_check(pins, paths.__getitem__)
+                    pinned, problems = with_hashes(pinned, agree, source=job.hub.source), (*problems, *differ)
+                pinned.save(job.dest / root / LOCAL_MANIFEST_NAME)
     return FetchVerification(checked=len(job.selected), problems=problems, report=report)
 
 
@@ -283,14 +246,25 @@ def fetch(source: str | os.PathLike[str] = "grok-1", dest: str | os.PathLike[str
     require_manifest_for_layers(options.layers, src.manifest)
     endpoints = tuple(p if isinstance(p, tuple) else parse_endpoint(p) for p in options.peers)
     atp, infohash = source_params(src)  # refuses a manifest of another torrent
+    if options.torrent is not None and atp.ti is None:
+        atp.ti = metadata_from(options.torrent, src, infohash)
     job = _Job(src, dest, DownloadState(dest, infohash), options, atp, endpoints)
     planned = dry_run_from_manifest(src, job.state, atp, options) if options.dry_run else None
     if planned is not None:  # no metadata at hand: the manifest answers, no session waits for peers
         return FetchReport(**planned)
     job.state.acquire()
     try:
+        if options.hub:
+            job.hub = HubSource(options.hub, endpoint=options.hub_endpoint, metadata_timeout=options.metadata_timeout,
+                                sha256_only=options.hub_sha256_only)
         return _run(job)
+    except NoMetadata:
+        from .hubonly import fetch_by_hub_sha256
+
+        return fetch_by_hub_sha256(job)
     finally:
+        if job.hub is not None:
+            job.hub.close()
         job.state.release()
 
 
@@ -311,7 +285,8 @@ def _run(job: _Job) -> FetchReport:
         _on_metadata(job, atp.ti, trackers)  # refuse unsafe names before the torrent is even added
     session = make_session(options.session())
     handle = session.add_torrent(atp)
-    run = TorrentRun(session, handle, state=job.state, on_event=options.on_event, progress=options.progress,
+    on_event = job.hub.events(options.on_event) if job.hub is not None else options.on_event
+    run = TorrentRun(session, handle, state=job.state, on_event=on_event, progress=options.progress,
                      peers=tuple(dict.fromkeys([*job.peers, *atp.peers])),
                      stall_timeout=options.stall_timeout, resume_interval=options.resume_interval, wanted=())
     run.selecting = True
@@ -349,6 +324,8 @@ def _apply_selection(run: TorrentRun, job: _Job) -> None:
 
 def _select(job: _Job, run: TorrentRun, trackers: list[str]) -> FetchReport:
     """Wait for the metadata, select files, check free space: the report of what will be fetched."""
+    if job.hub is not None:
+        job.hub.wait_metadata(run, job.state.infohash, job.dest)  # bounded: a dead swarm has no metadata
     run.wait(lambda st: st.has_metadata)
     if not job.files:
         _on_metadata(job, run.handle.torrent_file(), trackers)
@@ -383,6 +360,8 @@ def _download(job: _Job, run: TorrentRun, trackers: list[str]) -> FetchReport:
     completion = Completion(job.dest, job.state.infohash, run.handle.torrent_file().name(), job.selected,
                             interval=job.options.resume_interval)  # recorded incomplete before any data
     _apply_selection(run, job)
+    if job.hub is not None:
+        job.hub.attach(run, job.files)
     if job.options.on_run is not None:
         job.options.on_run(run)
     run.selecting = False
@@ -402,4 +381,5 @@ def _download(job: _Job, run: TorrentRun, trackers: list[str]) -> FetchReport:
                    downloaded_bytes=status.total_payload_download, hash_failures=len(run.hash_failures),
                    verification=verification, ok=ok,
                    extra={"failed_pieces": sorted(set(run.hash_failures)),
-                          "piece_size": run.handle.torrent_file().piece_length()})
+                          "piece_size": run.handle.torrent_file().piece_length(),
+                          **({"hub": job.hub.report(status.total_payload_download)} if job.hub else {})})

@@ -10,14 +10,29 @@ that the metadata itself is still to come.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ..checkpoint.manifest import Manifest
-from .meta import Source
+from ..errors import TorrentError
+from .meta import Source, check_info_dict, load_torrent
 from .select import TorrentFile, preflight, select_files
 from .state import DownloadState
 
-__all__ = ["dry_run_from_manifest", "manifest_table"]
+__all__ = ["dry_run_from_manifest", "manifest_table", "metadata_from"]
+
+
+def metadata_from(path: str | os.PathLike[str], src: Source, infohash: str) -> Any:
+    """The ``torrent_info`` of a ``.torrent`` the user has for SOURCE's torrent (``fetch --torrent``): the
+    metadata a dead swarm cannot give. Unsafe names and another torrent's file are refused, naming both."""
+    ti = load_torrent(path).ti
+    shown = os.fspath(path)
+    check_info_dict(ti.info_section(), where=shown)
+    found = str(ti.info_hashes().v1) if ti.info_hashes().has_v1() else "none (not a v1 torrent)"
+    if found != infohash:
+        raise TorrentError(f"{shown} is torrent {found}, but {src.text} is torrent {infohash}; give the .torrent "
+                           "of the source being fetched", path=shown, expected=infohash, actual=found)
+    return ti
 
 
 def manifest_table(manifest: Manifest) -> list[TorrentFile]:
