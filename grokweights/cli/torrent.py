@@ -95,6 +95,15 @@ _seed_time = click.option("--seed-time", type=click.FloatRange(min=0), metavar="
 @_peer
 @click.option("--web-seed", "web_seeds", multiple=True, metavar="URL",
               help="HTTP mirror (BEP 19) to download from alongside peers (repeatable).")
+@click.option("--hub", metavar="OWNER/NAME[@REV]",
+              help="Also download the torrent's files from this model-hub repository (HF_ENDPOINT, HF_TOKEN), "
+                   "every piece checked against the torrent; its sha256 pinned as a second provenance.")
+@click.option("--torrent", "torrent_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="The source's .torrent, for its metadata when no peer has it (a dead swarm).")
+@click.option("--hub-sha256-only", is_flag=True,
+              help="With --hub and no metadata anywhere: download from the hub checked by its sha256 alone.")
+@click.option("--metadata-timeout", type=click.FloatRange(min=1), default=60, show_default=True, metavar="SECONDS",
+              help="With --hub: how long to wait for the torrent's metadata from peers.")
 @_listen
 @_no_dht
 @click.option("--max-download-rate", callback=_rate, metavar="RATE",
@@ -114,7 +123,8 @@ def fetch(source: str, dest: Path, include: tuple[str, ...], layers: str | None,
           peers: tuple[str, ...], web_seeds: tuple[str, ...], listen: str, no_dht: bool,
           max_download_rate: int | None, max_upload_rate: int | None, max_connections: int | None,
           keep_seeding: bool, seed_ratio: float | None, seed_time: float | None, stall_timeout: float | None,
-          dry_run: bool, as_json: bool, quiet: bool, **stream: Any) -> None:
+          dry_run: bool, as_json: bool, quiet: bool, hub: str | None, torrent_file: Path | None,
+          hub_sha256_only: bool, metadata_timeout: float, **stream: Any) -> None:
     """Download a checkpoint by BitTorrent, resumably, then verify it.
 
     SOURCE is a shipped manifest name (default grok-1), a magnet URI or a .torrent file. With --json, one
@@ -124,6 +134,11 @@ def fetch(source: str, dest: Path, include: tuple[str, ...], layers: str | None,
     """
     from ..torrent import fetch as fetch_checkpoint
 
+    if hub_sha256_only and not hub:
+        raise click.UsageError("--hub-sha256-only needs --hub OWNER/NAME")
+    hub_options = dict(hub=hub, torrent=torrent_file, hub_sha256_only=hub_sha256_only,
+                       metadata_timeout=metadata_timeout)
+
     if check_reshard_options(stream):
         with _interruptible():
             fetch_reshard(source, dest, stream["reshard_store"], mesh=stream["mesh_text"], rules=stream["rules"],
@@ -132,7 +147,8 @@ def fetch(source: str, dest: Path, include: tuple[str, ...], layers: str | None,
                           manifest=manifest, peers=peers, web_seeds=web_seeds, listen=listen,
                           discovery=not no_dht, max_download_rate=max_download_rate,
                           max_upload_rate=max_upload_rate, max_connections=max_connections,
-                          seed=keep_seeding, seed_ratio=seed_ratio, seed_time=seed_time, stall_timeout=stall_timeout)
+                          seed=keep_seeding, seed_ratio=seed_ratio, seed_time=seed_time, stall_timeout=stall_timeout,
+                          **hub_options)
 
     with _interruptible(), _progress.bar(None, desc="fetch", quiet=quiet or as_json) as bar:
         report = fetch_checkpoint(
@@ -140,7 +156,7 @@ def fetch(source: str, dest: Path, include: tuple[str, ...], layers: str | None,
             web_seeds=web_seeds, listen=listen, discovery=not no_dht, max_download_rate=max_download_rate,
             max_upload_rate=max_upload_rate, max_connections=max_connections, dry_run=dry_run,
             seed=keep_seeding, seed_ratio=seed_ratio, seed_time=seed_time, stall_timeout=stall_timeout,
-            progress=bar, on_event=_events(as_json))
+            progress=bar, on_event=_events(as_json), **hub_options)
     if as_json:
         _json_line({"event": "summary", **report.to_dict()})
     else:
@@ -162,7 +178,12 @@ def _show_fetch(report: Any) -> None:
     click.echo(f"{report.name}: {len(report.files)} files, {human_bytes(report.selected_bytes)} in {report.dest} "
                f"({human_bytes(report.downloaded_bytes)} downloaded, {human_bytes(report.resumed_bytes)} already "
                f"there, {report.hash_failures} hash failures, {report.seconds:.1f} s)")
-    click.echo(f"torrent: {report.torrent}")
+    click.echo(f"torrent: {report.torrent}" if report.torrent else f"torrent: none - {report.extra.get('note')}")
+    if "hub" in report.extra:
+        hub = report.extra["hub"]
+        click.echo(f"hub {hub['repo']}@{hub.get('commit') or hub['revision']}: {human_bytes(hub['hub_bytes'])} from "
+                   f"the hub, {human_bytes(hub['peer_bytes'])} from peers, {len(hub.get('bad_pieces', []))} hub "
+                   f"pieces failed their hash, {hub.get('sha256_pinned', 0)} sha256 pinned from the hub")
     if report.manifest:
         click.echo(f"manifest: {report.manifest}")
     verification = report.verification

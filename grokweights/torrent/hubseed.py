@@ -81,7 +81,7 @@ class HubBridge:
         self._backoff = 0.0
         self._rearm = False
         self._lock = threading.Lock()
-        self._served: set[int] = set()  # pieces the hub sent bytes of
+        self._served = bytearray()  # per piece: times the hub sent bytes of it, not yet judged (saturating)
         self._starts: list[int] = []  # torrent offsets of the files, for pieces
         self._files: list[str] = []
         self._offsets: dict[str, int] = {}
@@ -106,6 +106,8 @@ class HubBridge:
         self._starts = [o for _, o, _ in table]
         self._offsets = {p: o for p, o, _ in table}
         self._piece = max(1, piece_length)
+        total = max((o + n for _, o, n in table), default=0)
+        self._served = bytearray(-(-total // self._piece))
 
     def close(self) -> None:
         self.server.shutdown()
@@ -132,9 +134,9 @@ class HubBridge:
         """A piece failed its hash check: whether the hub had sent bytes of it. If so it counts as the hub's,
         and a file holding the whole piece is not asked from the hub again."""
         with self._lock:
-            if piece not in self._served:
+            if not 0 <= piece < len(self._served) or self._served[piece] == 0:
                 return False
-            self._served.discard(piece)
+            self._served[piece] -= 1
             self.bad_pieces.add(piece)
             first = bisect.bisect_right(self._starts, piece * self._piece) - 1
             last = bisect.bisect_right(self._starts, (piece + 1) * self._piece - 1) - 1
@@ -180,7 +182,8 @@ class HubBridge:
             if sent and torrent_path in self._offsets:
                 first = (self._offsets[torrent_path] + start) // self._piece
                 last = (self._offsets[torrent_path] + start + sent - 1) // self._piece
-                self._served.update(range(first, last + 1))
+                for piece in range(first, min(last + 1, len(self._served))):
+                    self._served[piece] = min(255, self._served[piece] + 1)
 
     def waiting(self) -> float:
         """Seconds left of the current back-off (0: none)."""

@@ -1,0 +1,196 @@
+"""``fetch --hub``: a local imitation of the model hub (tests/fakehub.py) beside a real libtorrent seeder.
+
+The hub serves the shards at its repository's root (``ckpt-0/…``) while the torrent holds them below its
+top folder, with a file the hub lacks (``README.txt``). Every process is on 127.0.0.1, DHT/LSD off.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from grokweights import preset
+from grokweights.constants import LOCAL_MANIFEST_NAME
+
+from .fakehub import COMMIT, FakeHub, repo_from_folder
+from .test_torrent_helpers import GW, Proc, fetch_args, sha256_of, start_seeder
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+REPO = "xai-org/grok-1"
+PIECE = 16 * 1024
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    """``src/tiny/{README.txt, ckpt-0/}``, its torrent, a manifest naming it (no sha256), and the hub's copy
+    of the shards alone (``hub/ckpt-0/``)."""
+    from grokweights.checkpoint.manifest import Sources
+    from grokweights.checkpoint.manifest_ops import create_manifest
+    from grokweights.checkpoint.synth import synthesize
+    from grokweights.torrent import create_torrent, describe_torrent
+
+    base = tmp_path_factory.mktemp("release")
+    src = base / "src" / "tiny"
+    synthesize(src, preset("tiny"))
+    (src / "README.txt").write_text("the release notes\n" * 300)
+    torrent = create_torrent(src, base / "tiny.torrent", piece_size=PIECE)
+    info = describe_torrent(torrent)
+    manifest = create_manifest(src, name="tiny", config=preset("tiny"))
+    manifest = replace(manifest, sources=Sources(magnet=info.magnet, infohash_v1=info.infohash),
+                       shards=tuple(replace(s, sha256=None) for s in manifest.shards))
+    hub = base / "hub"
+    shutil.copytree(src / "ckpt-0", hub / "ckpt-0")
+    return {"src": src, "torrent": torrent, "infohash": info.infohash, "manifest": manifest.save(base / "m.json"),
+            "hub": hub, "bytes": sum(p.stat().st_size for p in src.rglob("*") if p.is_file())}
+
+
+def _hub(root: Path, **kw) -> FakeHub:
+    return FakeHub({REPO: repo_from_folder(root)}, files={REPO: root}, **kw)
+
+
+def _fetch(release, dest: Path, hub: FakeHub, *extra: str, source: str | None = None, env=None) -> Proc:
+    args = fetch_args(source or str(release["torrent"]), dest, "--manifest", str(release["manifest"]),
+                      "--hub", REPO, *extra)
+    return Proc(*args, env={"HF_ENDPOINT": hub.url, "HF_TOKEN": "hf_secret", **(env or {})})
+
+
+def _same(release, dest: Path) -> None:
+    for path in release["src"].rglob("*"):
+        if path.is_file():
+            assert sha256_of(dest / "tiny" / path.relative_to(release["src"])) == sha256_of(path), path
+
+
+def _done(proc: Proc, timeout: float = 150) -> dict:
+    assert proc.finish(timeout) == 0, proc.stderr()
+    summary = proc.summary()
+    assert summary["ok"], summary["verification"]
+    return summary
+
+
+def test_hub_alone_serves_the_torrent_proves_it_and_pins_both_provenances(release, tmp_path):
+    with _hub(release["src"]) as hub:  # this hub has every file of the torrent
+        summary = _done(_fetch(release, tmp_path / "dl", hub))
+    _same(release, tmp_path / "dl")
+    stats = summary["extra"]["hub"]
+    assert stats["commit"] == COMMIT and stats["peer_bytes"] == 0 and stats["bad_pieces"] == []
+    assert stats["hub_bytes"] >= release["bytes"] and stats["sha256_pinned"] == 26
+    local = json.loads((tmp_path / "dl" / "tiny" / LOCAL_MANIFEST_NAME).read_text())
+    sources = {s["sha256_source"] for s in local["shards"]}
+    assert sources == {f"torrent:{release['infohash']} hub:{REPO}@{COMMIT}"}
+    # requests follow the hub's layout: resolve at the pinned commit, content on the redirected host
+    assert any(f"/{REPO}/resolve/{COMMIT}/ckpt-0/tensor00000_000" in r for r in hub.requests)
+    assert any("/resolve/" in p and a == "Bearer hf_secret" for p, a in hub.auth)
+    assert all(a is None for p, a in hub.auth if "/content/" in p)  # the token stays with the hub's host
+
+
+def test_peers_and_hub_side_by_side_hub_lacking_a_file(release, tmp_path):
+    seeder, _, peer = start_seeder(release["src"], "--torrent", str(release["torrent"]), "--max-upload-rate", "300K")
+    try:
+        with _hub(release["hub"], rate=300_000) as hub:
+            proc = _fetch(release, tmp_path / "dl", hub, "--peer", peer)
+            summary = _done(proc)
+    finally:
+        seeder.stop()
+    _same(release, tmp_path / "dl")
+    stats = summary["extra"]["hub"]
+    assert stats["hub_bytes"] > 100_000 and stats["peer_bytes"] > 100_000, stats
+    assert stats["hub_bytes"] + stats["peer_bytes"] == summary["downloaded_bytes"]
+    assert "README.txt" in stats["not_served"] or stats["errors"].get("404", 0) >= 1  # peers gave it
+    progress = [e for e in proc.events if e["event"] == "progress"]
+    assert progress and {"hub_bytes", "peer_bytes"} <= set(progress[-1])
+
+
+def test_a_flipped_byte_from_the_hub_is_refused_and_fetched_from_peers(release, tmp_path):
+    seeder, _, peer = start_seeder(release["src"], "--torrent", str(release["torrent"]), "--max-upload-rate", "50K")
+    try:
+        with _hub(release["hub"]) as hub:
+            hub.corrupt["ckpt-0/tensor00002_000"] = 90_000  # inside a piece of this file alone
+            proc = _fetch(release, tmp_path / "dl", hub, "--peer", peer)
+            summary = _done(proc)
+    finally:
+        seeder.stop()
+    _same(release, tmp_path / "dl")
+    failed = [e for e in proc.events if e["event"] == "hash_failed"]
+    assert failed and all(e["source"] == "hub" for e in failed)
+    stats = summary["extra"]["hub"]
+    assert summary["hash_failures"] >= 1 and stats["bad_pieces"] == sorted({e["piece"] for e in failed})
+    assert set(stats["bad_pieces"]) <= set(summary["extra"]["failed_pieces"])
+    assert "failed its hash check" in stats["not_served"]["ckpt-0/tensor00002_000"]
+
+
+def test_a_hub_that_disappears_mid_download(release, tmp_path):
+    seeder, _, peer = start_seeder(release["src"], "--torrent", str(release["torrent"]), "--max-upload-rate", "150K")
+    try:
+        with _hub(release["hub"], rate=150_000) as hub:
+            proc = _fetch(release, tmp_path / "dl", hub, "--peer", peer)
+            proc.wait_event(lambda e: e["event"] == "progress" and e.get("hub_bytes", 0) > 100_000, timeout=60)
+            hub.vanish()
+            summary = _done(proc)
+    finally:
+        seeder.stop()
+    _same(release, tmp_path / "dl")
+    stats = summary["extra"]["hub"]
+    assert stats["errors"].get("no answer", 0) >= 1 and stats["peer_bytes"] > 100_000, stats
+
+
+def test_a_redirect_loop_is_refused_and_peers_serve_that_file(release, tmp_path):
+    seeder, _, peer = start_seeder(release["src"], "--torrent", str(release["torrent"]), "--max-upload-rate", "200K")
+    try:
+        with _hub(release["hub"]) as hub:
+            hub.loop.add("ckpt-0/tensor00000_000")
+            summary = _done(_fetch(release, tmp_path / "dl", hub, "--peer", peer))
+    finally:
+        seeder.stop()
+    _same(release, tmp_path / "dl")
+    stats = summary["extra"]["hub"]
+    assert "redirect loop" in stats["not_served"]["ckpt-0/tensor00000_000"]
+    assert stats["hub_bytes"] > 0 and stats["sha256_pinned"] == 25  # the looping file's sha256 is not pinned
+
+
+def test_a_busy_hub_is_backed_off_while_peers_keep_going(release, tmp_path):
+    seeder, _, peer = start_seeder(release["src"], "--torrent", str(release["torrent"]), "--max-upload-rate", "100K")
+    try:
+        with _hub(release["hub"]) as hub:
+            hub.busy = [(429, 2), (503, 2)]
+            proc = _fetch(release, tmp_path / "dl", hub, "--peer", peer)
+            summary = _done(proc)
+    finally:
+        seeder.stop()
+    _same(release, tmp_path / "dl")
+    stats = summary["extra"]["hub"]
+    assert stats["errors"].get("429") == 1 and stats["errors"].get("503") == 1, stats
+    assert stats["hub_bytes"] > 100_000 and stats["peer_bytes"] > 0, stats  # after the back-off, the hub again
+
+
+def test_dead_swarm_metadata_from_torrent_file_or_refused_or_by_hub_sha256(release, tmp_path):
+    with _hub(release["src"]) as hub:
+        manifest = str(release["manifest"])
+        # no peer, no .torrent: refused with the ways to get the metadata
+        proc = _fetch(release, tmp_path / "a", hub, "--metadata-timeout", "2", source=manifest)
+        assert proc.finish(60) == 1
+        err = proc.stderr()
+        assert "no metadata from peers within 2 s" in err and "--torrent FILE" in err and "--hub-sha256-only" in err
+        # the user's .torrent gives the metadata: the hub alone serves it, proven piece by piece
+        summary = _done(_fetch(release, tmp_path / "b", hub, "--torrent", str(release["torrent"]), source=manifest))
+        assert summary["extra"]["hub"]["hub_bytes"] >= release["bytes"]
+        _same(release, tmp_path / "b")
+        # asked explicitly: by the hub's sha256 alone, and said so
+        proc = _fetch(release, tmp_path / "c", hub, "--metadata-timeout", "1", "--hub-sha256-only", source=manifest)
+        summary = _done(proc)
+    assert summary["extra"]["provenance"] == "hub-sha256-only" and "verify" in summary["extra"]["note"]
+    assert summary["downloaded_bytes"] == sum(f["size"] for f in summary["files"])
+    local = json.loads((tmp_path / "c" / "tiny" / LOCAL_MANIFEST_NAME).read_text())
+    assert {s["sha256_source"] for s in local["shards"]} == {f"hub:{REPO}@{COMMIT}"}
+    for shard in local["shards"]:
+        assert sha256_of(tmp_path / "c" / "tiny" / shard["path"]) == shard["sha256"]
+    # ... cross-checked against the torrent once its metadata is at hand
+    check = subprocess.run([*GW, "verify", str(tmp_path / "c" / "tiny"), "--torrent", str(release["torrent"]),
+                            "--json"], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+    assert json.loads(check.stdout)["counts"] == {"ok": 26}
