@@ -194,3 +194,33 @@ def test_dead_swarm_metadata_from_torrent_file_or_refused_or_by_hub_sha256(relea
                             "--json"], capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stderr
     assert json.loads(check.stdout)["counts"] == {"ok": 26}
+
+
+def _kill_at(proc: Proc, fraction: float) -> int:
+    import signal
+
+    event = proc.wait_event(lambda e: e["event"] == "progress" and e["done"] >= fraction * e["wanted"] > 0, 60)
+    proc.popen.send_signal(signal.SIGKILL)
+    proc.finish(30)
+    return event["done"]
+
+
+def test_kill_9_then_resume_with_the_hub_for_the_torrent_and_by_sha256_alone(release, tmp_path):
+    with _hub(release["src"], rate=150_000) as hub:
+        # the torrent, from the hub alone: after kill -9 libtorrent re-checks what is there and goes on
+        done = _kill_at(_fetch(release, tmp_path / "t", hub), 0.4)
+        hub.rate = None
+        summary = _done(_fetch(release, tmp_path / "t", hub))
+        assert summary["resumed_bytes"] >= done - 2 * 64 * 1024 and summary["extra"]["hub"]["peer_bytes"] == 0
+        _same(release, tmp_path / "t")
+        # by the hub's sha256 alone, layer 1 only: the partial file is hashed again and continued by Range
+        hub.rate = 150_000
+        args = ("--metadata-timeout", "1", "--hub-sha256-only", "--layers", "1")
+        done = _kill_at(_fetch(release, tmp_path / "s", hub, *args, source=str(release["manifest"])), 0.4)
+        hub.rate = None
+        summary = _done(_fetch(release, tmp_path / "s", hub, *args, source=str(release["manifest"])))
+    assert summary["resumed_bytes"] >= done and summary["downloaded_bytes"] < summary["selected_bytes"]
+    assert len(summary["files"]) == 14  # layer 1 + the embedding and the final norm
+    for f in summary["files"]:
+        assert sha256_of(tmp_path / "s" / f["path"]) == sha256_of(release["src"] / f["shard"])
+    assert not list((tmp_path / "s" / ".grokweights" / "hub-partial").rglob("tensor*"))
