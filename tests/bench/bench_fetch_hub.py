@@ -116,7 +116,8 @@ def report(total: int, rate: int, runs: dict[str, dict]) -> None:
               "peak_rss_mib": max(r["peak_rss_mib"] for r in runs.values())}
     for name, run in runs.items():
         print(f"{name:7s} {mbps[name]:6.1f} MB/s whole command ({run['wall_s']} s), "
-              f"hub {run['hub_bytes'] / 1e6:.0f} MB, peers {run['peer_bytes'] / 1e6:.0f} MB, peak RSS {run['peak_rss_mib']} MiB")
+              f"hub {run['hub_bytes'] / 1e6:.0f} MB, peers {run['peer_bytes'] / 1e6:.0f} MB, "
+              f"peak RSS {run['peak_rss_mib']} MiB")
     print(f"both / seeder alone {result['both_over_seeder']:.2f}x (target >= 1.6); hub alone / seeder alone "
           f"{result['hub_over_seeder']:.2f}x (target >= 0.9); peak RSS {result['peak_rss_mib']} MiB (target <= 256)")
     print(json.dumps(result))
