@@ -224,3 +224,20 @@ def test_kill_9_then_resume_with_the_hub_for_the_torrent_and_by_sha256_alone(rel
     for f in summary["files"]:
         assert sha256_of(tmp_path / "s" / f["path"]) == sha256_of(release["src"] / f["shard"])
     assert not list((tmp_path / "s" / ".grokweights" / "hub-partial").rglob("tensor*"))
+
+
+def test_fetch_reshard_in_one_pass_from_the_hub(release, tmp_path):
+    from grokweights.store.reshard import reshard
+
+    from .test_stream import MESH, assert_same_store
+
+    dest, store = tmp_path / "dl", tmp_path / "store"
+    with _hub(release["src"]) as hub:
+        proc = _fetch(release, dest, hub, "--reshard", str(store), "--mesh", MESH)
+        assert proc.finish(150) == 0, proc.stderr()
+    summary = proc.summary()
+    assert summary["ok"] and len(summary["converted"]) == 26
+    assert summary["fetch"]["extra"]["hub"]["hub_bytes"] >= release["bytes"] - 3 * PIECE
+    again = tmp_path / "again"
+    reshard(dest / "tiny", again, MESH)
+    assert_same_store(store, again, same_paths=True)
