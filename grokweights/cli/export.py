@@ -31,13 +31,17 @@ from ._common import config_options, emit_json, human_bytes, json_option, quiet_
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Verify SRC against the manifest first (sizes, sha256, the torrent's pieces, the download's "
               "completion record), as reshard does.")
+@click.option("--hf-code", default="hub", show_default=True,
+              help="For --format hf, the model code config.json's auto_map names: hub (hpcai-tech/grok-1's, "
+              "downloaded by transformers), local (grokweights' own, copied beside: from_pretrained works offline) "
+              "or a folder holding hpcai-tech's configuration_grok1.py and modeling_grok1.py (copied beside).")
 @click.option("--force", is_flag=True, help="Replace an existing export at DST (never anything else).")
 @click.option("--dry-run", is_flag=True, help="Print the tensor table (name, shape, dtype, bytes) and write nothing.")
 @config_options
 @json_option
 @quiet_option
 def export(src: Path, dst: Path, fmt: str, dtype: str, layers: str | None, shard_size: str | None,
-           tokenizer: Path | None, manifest_ref: str | None, verify: bool, force: bool, dry_run: bool,
+           tokenizer: Path | None, manifest_ref: str | None, verify: bool, hf_code: str, force: bool, dry_run: bool,
            preset_name: str | None, config_file: Path | None, as_json: bool, quiet: bool) -> None:
     """Export the official checkpoint SRC (or a store that reshard or fetch --reshard wrote) to DST for another
     engine, one tensor at a time; from a store the bytes are those its ckpt-0/ exports.
@@ -51,7 +55,7 @@ def export(src: Path, dst: Path, fmt: str, dtype: str, layers: str | None, shard
 
     config = resolve_config(preset_name, config_file)
     report = run(src, dst, format=fmt, dtype=dtype, layers=layers, shard_size=shard_size, tokenizer=tokenizer,
-                 force=force, dry_run=True, config=config, manifest=manifest_ref, verify=verify)
+                 force=force, dry_run=True, config=config, manifest=manifest_ref, verify=verify, hf_code=hf_code)
     if dry_run:
         if as_json:
             emit_json({**report.to_dict(), "table": [dict(t.__dict__, bytes=t.nbytes) for t in report.tensors]})
@@ -60,7 +64,7 @@ def export(src: Path, dst: Path, fmt: str, dtype: str, layers: str | None, shard
         return
     with _progress.bar(report.bytes, desc="export", quiet=quiet) as bar:
         report = run(src, dst, format=fmt, dtype=dtype, layers=layers, shard_size=shard_size, tokenizer=tokenizer,
-                     force=force, config=config, manifest=manifest_ref, verify=verify,
+                     force=force, config=config, manifest=manifest_ref, verify=verify, hf_code=hf_code,
                      on_tensor=lambda t: bar.update(t.nbytes))
     unproven = (report.verified or {}).get("unverified")
     if unproven:

@@ -5,7 +5,7 @@
   of Grok-2 does, so the file loads without remote code; the presharded-weight switches are off, so
   SGLang reads the plain files at any tensor-parallel size.
 * ``hf``: the hpcai-tech ``Grok1ModelForCausalLM`` names that vLLM's ``grok1.py`` loads; ``model_type``
-  ``grok-1`` with ``auto_map`` to hpcai-tech/grok-1's configuration code (``--trust-remote-code``).
+  ``grok-1`` with ``auto_map`` to hpcai-tech/grok-1's code on the hub, or to code files beside it (``_hfcode``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..checkpoint.config import ModelConfig
+from ._hfcode import auto_map
 
 __all__ = ["config_json", "ROPE_THETA", "RMS_EPS", "CONTEXT_LENGTH", "ATTN_SOFTCAP"]
 
@@ -38,8 +39,9 @@ def _common(config: ModelConfig, layers: int, dtype: str) -> dict[str, Any]:
     }
 
 
-def config_json(fmt: str, config: ModelConfig, layers: int, dtype: str) -> dict[str, Any]:
-    """The ``config.json`` of ``fmt`` (``sglang`` or ``hf``) for a ``layers``-layer export."""
+def config_json(fmt: str, config: ModelConfig, layers: int, dtype: str, local_code: bool = False) -> dict[str, Any]:
+    """The ``config.json`` of ``fmt`` (``sglang`` or ``hf``) for a ``layers``-layer export (``local_code``: the
+    model code lies beside it, see ``_hfcode``)."""
     data = _common(config, layers, dtype)
     if fmt == "sglang":
         data.update({
@@ -52,8 +54,7 @@ def config_json(fmt: str, config: ModelConfig, layers: int, dtype: str) -> dict[
     else:
         data.update({
             "architectures": ["Grok1ModelForCausalLM"], "model_type": "grok-1",
-            "auto_map": {"AutoConfig": "hpcai-tech/grok-1--configuration_grok1.Grok1Config",
-                         "AutoModelForCausalLM": "hpcai-tech/grok-1--modeling_grok1.Grok1ModelForCausalLM"},
+            "auto_map": auto_map(local_code),
             "num_experts": config.num_experts, "max_attn_value": ATTN_SOFTCAP, "tie_word_embeddings": True,
         })
     if dtype == "int8":

@@ -34,6 +34,7 @@ from ._destination import (
     write_error,
 )
 from ._guard import check_shards, read_tokenizer, source_specs, verify_source
+from ._hfcode import copy_hf_code, resolve_hf_code
 from ._kquant import FTYPES
 from ._plan import plan_tensors, render_table
 from ._source import CheckpointSource
@@ -113,7 +114,8 @@ def _publish(fmt: str, staging: Path, dst: Path, files: list[Path], existing: li
 
 
 def _write(fmt: str, staging: Path, dst: Path, tensors: list[OutTensor], source: CheckpointSource | StoreSource,
-           config: ModelConfig, dtype: str, layers: int, max_bytes: int, tokenizer, on_tensor) -> list[Path]:
+           config: ModelConfig, dtype: str, layers: int, max_bytes: int, tokenizer, on_tensor,
+           code: Path | None = None) -> list[Path]:
     if fmt == "gguf":
         from ._gguf import write_gguf
         from ._vocab import placeholder_vocab, sentencepiece_vocab
@@ -126,7 +128,10 @@ def _write(fmt: str, staging: Path, dst: Path, tensors: list[OutTensor], source:
     from ._safetensors import write_safetensors
 
     files = write_safetensors(staging, tensors, source.blocks, max_bytes, on_tensor)
-    (staging / "config.json").write_text(json.dumps(config_json(fmt, config, layers, dtype), indent=2) + "\n")
+    if code is not None:
+        files += copy_hf_code(code, staging)
+    (staging / "config.json").write_text(json.dumps(config_json(fmt, config, layers, dtype, code is not None),
+                                                    indent=2) + "\n")
     if tokenizer is not None:
         (staging / "tokenizer.model").write_bytes(tokenizer)
     return files + [staging / "config.json"] + ([staging / "tokenizer.model"] if tokenizer is not None else [])
@@ -136,6 +141,7 @@ def export(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, format: 
            layers: Iterable[int] | str | None = None, shard_size: str | int | None = None,
            tokenizer: str | os.PathLike[str] | None = None, force: bool = False, dry_run: bool = False,
            config: ModelConfig | str | None = None, manifest: Any = None, verify: bool = True,
+           hf_code: str | os.PathLike[str] | None = None,
            on_tensor: Callable[[OutTensor], None] | None = None) -> ExportReport:
     """Export a checkpoint or a store to GGUF (llama.cpp) or safetensors (SGLang, vLLM/hpcai-tech names).
 
@@ -155,6 +161,9 @@ def export(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, format: 
         manifest: a Manifest, manifest file or shipped name to verify a ``ckpt-0`` source against; default: the
             one beside ``ckpt-0/`` (a store is verified with ``grokweights verify STORE``).
         verify: verify a ``ckpt-0`` source against the manifest first (as ``reshard`` does).
+        hf_code: for ``hf``, the model code ``config.json``'s ``auto_map`` names: ``hub`` (default: hpcai-tech's
+            on the model hub), ``local`` (grokweights' own, copied beside: loads offline) or a folder holding
+            hpcai-tech's ``configuration_grok1.py`` and ``modeling_grok1.py`` (copied beside).
         on_tensor: called after each tensor is written.
 
     Raises:
@@ -182,6 +191,7 @@ def export(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, format: 
     else:
         chosen = layer_indices(layers, num_layers=cfg.num_layers)
     tensors = plan_tensors(cfg, format, dtype, chosen)
+    code = resolve_hf_code(hf_code, format)
     if dtype in FTYPES:  # the per-tensor types are llama.cpp's own choice
         from ._gguf import metadata_writer
         from ._kquant import choose_types
@@ -211,7 +221,7 @@ def export(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, format: 
         try:
             staging.mkdir()
             files = _write(format, staging, dst, tensors, source, cfg, dtype, len(chosen), max_bytes or 0, model,
-                           on_tensor)
+                           on_tensor, code)
             report.files = [os.fspath(p) for p in _publish(format, staging, dst, files, existing)]
         except BaseException as exc:
             clear_leftovers(dst)
