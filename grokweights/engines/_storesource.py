@@ -90,17 +90,19 @@ class StoreSource:
         raise LayoutMismatchError(f"{self.store.location}: no array for {key} in the store", path=self.store.location,
                                   expected=key, actual="missing")
 
-    def _read(self, path: str, region: tuple[slice | int, ...] = ()) -> np.ndarray:
+    def _read(self, path: str, region: tuple[slice, ...] = ()) -> np.ndarray:
         return np.ascontiguousarray(self.store.read(path, region))
 
     def _matrix(self, key: str, expert: int | None) -> tuple[np.ndarray, np.ndarray | None]:
         """One expert's (or the whole tensor's) weight and release-blocked scales, read into memory."""
         weight_path, scales_path = self._parts(key)
-        lead: tuple[int, ...] = () if expert is None else (expert,)
+        lead = () if expert is None else (slice(expert, expert + 1),)  # regions are slices (Store.read)
         weight = self._read(weight_path, lead)
+        weight = weight if expert is None else weight[0]
         if scales_path is None:
             return weight, None
         scales = self._read(scales_path, lead)
+        scales = scales if expert is None else scales[0]
         blocks = self.plan.array(scales_path).source_blocks or scales.shape[-2]
         if scales.shape[-2] % blocks or weight.shape[-2] % scales.shape[-2]:
             raise LayoutMismatchError(f"{self.store.location}: {scales_path} has {scales.shape[-2]} scale rows for "
