@@ -42,12 +42,13 @@ def release(tmp_path_factory):
     torrent = create_torrent(src, base / "tiny.torrent", piece_size=PIECE)
     info = describe_torrent(torrent)
     manifest = create_manifest(src, name="tiny", config=preset("tiny"))
-    manifest = replace(manifest, sources=Sources(magnet=info.magnet, infohash_v1=info.infohash),
-                       shards=tuple(replace(s, sha256=None) for s in manifest.shards))
+    manifest = replace(manifest, sources=Sources(magnet=info.magnet, infohash_v1=info.infohash))
+    hashed = manifest.save(base / "hashed.json")  # for --reshard, whose store records the sha256 it read
+    manifest = replace(manifest, shards=tuple(replace(s, sha256=None) for s in manifest.shards))
     hub = base / "hub"
     shutil.copytree(src / "ckpt-0", hub / "ckpt-0")
     return {"src": src, "torrent": torrent, "infohash": info.infohash, "manifest": manifest.save(base / "m.json"),
-            "hub": hub, "bytes": sum(p.stat().st_size for p in src.rglob("*") if p.is_file())}
+            "hub": hub, "hashed": hashed, "bytes": sum(p.stat().st_size for p in src.rglob("*") if p.is_file())}
 
 
 def _hub(root: Path, **kw) -> FakeHub:
@@ -233,7 +234,7 @@ def test_fetch_reshard_in_one_pass_from_the_hub(release, tmp_path):
 
     dest, store = tmp_path / "dl", tmp_path / "store"
     with _hub(release["src"]) as hub:
-        proc = _fetch(release, dest, hub, "--reshard", str(store), "--mesh", MESH)
+        proc = _fetch({**release, "manifest": release["hashed"]}, dest, hub, "--reshard", str(store), "--mesh", MESH)
         assert proc.finish(150) == 0, proc.stderr()
     summary = proc.summary()
     assert summary["ok"] and len(summary["converted"]) == 26
