@@ -10,7 +10,8 @@ result; the demo fails (raises) at the first stage whose check fails::
         fetched/source/ckpt-0/...    seeded from source/ by one libtorrent session, fetched by magnet
                                      link into another, over 127.0.0.1
         store/                       the fetched checkpoint resharded for an 8-device mesh (zarr3)
-        export/tiny.gguf             the checkpoint as GGUF for llama.cpp (run by llama.cpp if installed)
+        streamed-store/              fetch --reshard --discard-source: the store streamed in one pass
+        export/tiny.gguf             that store exported as GGUF for llama.cpp (run by llama.cpp if installed)
 
 then the store is loaded onto 8 (simulated CPU) devices and a forward pass is smoke-tested on them.
 """
@@ -192,8 +193,9 @@ def _store_stages(run: _Runner, work: Path, checkpoint: Path, manifest: Any) -> 
         run.stage(name, fn)
 
 
-def _export_stage(run: _Runner, work: Path, checkpoint: Path, manifest: Any) -> None:
-    """GGUF of the tiny model; llama.cpp (llama-cpp-python), when installed, must agree on the next token."""
+def _export_stage(run: _Runner, work: Path, store: Path, checkpoint: Path, manifest: Any) -> None:
+    """GGUF of the tiny model from the store it streamed (only a store is left after ``--discard-source``);
+    llama.cpp (llama-cpp-python), when installed, must agree with ``grokweights.forward`` on the next token."""
     from .engines import export
 
     tokens = [5, 17, 301, 42, 7, 99]
@@ -201,9 +203,9 @@ def _export_stage(run: _Runner, work: Path, checkpoint: Path, manifest: Any) -> 
     def export_stage() -> tuple[int, str]:
         import numpy as np
 
-        report = export(checkpoint, work / "export" / "tiny.gguf", format="gguf", dtype="f32",
-                        config=manifest.config, manifest=manifest, force=True)
-        done = f"{len(report.tensors)} tensors -> {Path(report.files[0]).name}"
+        report = export(store, work / "export" / "tiny.gguf", format="gguf", dtype="f32", config=manifest.config,
+                        force=True)
+        done = f"{len(report.tensors)} tensors from {store.name}/ -> {Path(report.files[0]).name}"
         try:
             import llama_cpp
         except ImportError:
@@ -248,5 +250,5 @@ def run_demo(workdir: str | Path | None = None, *, seed: int = 0,
     source, manifest = _core_stages(run, work, seed)
     checkpoint = _fetch_stage(run, work, source, manifest)
     _store_stages(run, work, checkpoint, manifest)
-    _export_stage(run, work, checkpoint, manifest)
+    _export_stage(run, work, work / "streamed-store", checkpoint, manifest)
     return run.result
