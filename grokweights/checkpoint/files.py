@@ -20,7 +20,8 @@ from typing import IO, Any
 
 from ..errors import GrokWeightsError, NotRegularFileError
 
-__all__ = ["open_regular", "read_json", "parse_json", "file_kind", "MAX_JSON_BYTES"]
+__all__ = ["open_regular", "read_json", "parse_json", "file_kind", "check_output", "in_checkpoint_folder",
+           "MAX_JSON_BYTES"]
 
 #: JSON documents (manifests, configs, rules) larger than this are refused (the grok-1 manifest is ~150 KB).
 MAX_JSON_BYTES = 64 * 1024 * 1024
@@ -93,3 +94,55 @@ def read_json(path: str | os.PathLike[str], *, what: str = "JSON file", fix: str
     if len(raw) > MAX_JSON_BYTES:
         raise error(f"{name}: {what} is larger than {MAX_JSON_BYTES} bytes; {fix}", path=name)
     return parse_json(raw, source=name, what=what, fix=fix, error=error)
+
+
+def in_checkpoint_folder(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` lies in a checkpoint's folder: a ``ckpt-0`` (at any depth above it) or a folder of shards."""
+    from pathlib import Path
+
+    from ..constants import CKPT_DIRNAME, SHARD_GLOB
+
+    folder = Path(os.path.abspath(path)).parent
+    if any(part == CKPT_DIRNAME for part in folder.parts):
+        return True
+    try:
+        return any(folder.glob(SHARD_GLOB))
+    except OSError:
+        return False
+
+
+def check_output(path: str | os.PathLike[str], *, force: bool = False, option: str = "-o",
+                 what: str = "the output") -> str:
+    """Refuse an output file a command must not write: one in a checkpoint's folder (a shard above all), ever;
+    one that exists, unless ``force``; and, even with ``force``, anything but a regular file (a folder, a
+    device, a FIFO) or a file in a folder that does not exist. Returns the path.
+
+    Raises:
+        UsageError: naming the path, ``option`` and the fix.
+    """
+    from ..errors import UsageError
+
+    name = os.fspath(path)
+    if not name.strip():
+        raise UsageError(f"{option} is empty; name a file", expected="a file name", actual=name)
+    if in_checkpoint_folder(name):
+        raise UsageError(f"{name}: refusing to write {what} into a checkpoint's folder (onto or beside its shards); "
+                         f"choose another {option}", path=name, expected="outside the checkpoint folder")
+    folder = os.path.dirname(os.path.abspath(name))
+    if not os.path.isdir(folder):
+        raise UsageError(f"{name}: folder {folder} does not exist; create it or choose another {option}", path=name,
+                         expected="an existing folder")
+    try:
+        st = os.stat(name)
+    except FileNotFoundError:
+        return name
+    except OSError as exc:
+        raise UsageError(f"{name}: cannot check {option} ({exc.strerror or exc}); choose another {option}",
+                         path=name) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"{name} is {file_kind(st.st_mode)}; {option} replaces only a regular file: choose another "
+                         f"{option}", path=name, expected="a regular file", actual=file_kind(st.st_mode))
+    if not force:
+        raise UsageError(f"{name} already exists; refusing to overwrite it: choose another {option} or pass --force",
+                         path=name, expected="a new file", actual="exists")
+    return name

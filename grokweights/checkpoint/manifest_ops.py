@@ -9,9 +9,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..constants import CKPT_DIRNAME, SHARD_GLOB, SHARD_RE
-from ..errors import ManifestError, UsageError, VerificationError
+from ..constants import CKPT_DIRNAME
+from ..errors import ManifestError, VerificationError
 from .config import ModelConfig
+from .files import check_output as check_file_output
 from .hashing import hash_files
 from .inspection import infer_config, scan_headers
 from .layout import layout
@@ -25,21 +26,9 @@ logger = logging.getLogger(__name__)
 
 
 def check_output(output: str | os.PathLike[str], *, force: bool = False) -> Path:
-    """Refuse a manifest output that exists (unless ``force``) or that is a checkpoint's shard, ever.
-
-    A shard is any file named like one (``tensor00000_000``) in a ``ckpt-0`` folder or beside other shards.
-    """
-    path = Path(output)
-    folder = path.parent
-    if SHARD_RE.fullmatch(path.name) and (folder.name == CKPT_DIRNAME or any(folder.glob(SHARD_GLOB))):
-        raise UsageError(f"{path}: refusing to write a manifest onto a checkpoint's shard; choose another -o "
-                         "such as grokweights-manifest.json", path=str(path))
-    if (path.exists() or path.is_symlink()) and not force:
-        raise UsageError(f"{path} already exists; refusing to overwrite it: choose another -o or pass --force",
-                         path=str(path))
-    if path.is_dir():
-        raise UsageError(f"{path} is a directory; -o takes a file name", path=str(path))
-    return path
+    """Refuse a manifest output in a checkpoint's folder (a shard above all), one that exists (unless ``force``)
+    and anything but a regular file (see :func:`.files.check_output`)."""
+    return Path(check_file_output(output, force=force, option="-o", what="a manifest"))
 
 
 def create_manifest(checkpoint_dir: str | os.PathLike[str], *, name: str | None = None,

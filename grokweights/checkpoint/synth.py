@@ -25,6 +25,7 @@ from ..constants import CKPT_DIRNAME, SHARD_RE
 from ..errors import UsageError
 from .config import ModelConfig
 from .dtypes import bfloat16
+from .files import in_checkpoint_folder
 from .layout import TensorSpec, layout
 from .pickle_desc import NUMPY1_MODULE
 from .shards import LazyArray, QuantizedWeight8bit, ShardValue, write_checkpoint
@@ -83,6 +84,18 @@ def synth_value(spec: TensorSpec, config: ModelConfig, seed: int = 0) -> ShardVa
     return (2.0 / math.sqrt(spec.shape[0]) * rng.standard_normal(spec.shape)).astype(np.float32)
 
 
+def _check_out(out_dir: str | os.PathLike[str]) -> None:
+    """Refuse an empty --out (the current folder) and one in a checkpoint's folder (``ckpt-0``, or shards)."""
+    text = os.fspath(out_dir)
+    if not text.strip():
+        raise UsageError("--out is empty (it would write into the current folder); name a folder such as tiny",
+                         expected="a folder", actual=text)
+    if in_checkpoint_folder(Path(text) / CKPT_DIRNAME):
+        raise UsageError(f"{text}: is in a checkpoint's folder (a ckpt-0 or a folder of shards); --out takes the "
+                         f"folder that will hold {CKPT_DIRNAME}/: choose another --out", path=text,
+                         expected="a folder outside any checkpoint")
+
+
 def _prepare(out_dir: Path, specs: list[TensorSpec], force: bool) -> None:
     """Refuse an existing checkpoint (unless ``force``: its shard files are then removed) and a full disk,
     before anything is written."""
@@ -115,10 +128,12 @@ def synthesize(out_dir: str | os.PathLike[str], config: ModelConfig, *, seed: in
         progress: called with the byte count of each shard written.
 
     Raises:
-        UsageError: ``out_dir/ckpt-0`` is not empty (without ``force``).
+        UsageError: ``out_dir`` is empty or in a checkpoint's folder; ``out_dir/ckpt-0`` is not empty (without
+            ``force``).
         InsufficientSpaceError: the checkpoint does not fit (checked before anything is written).
     """
     specs = layout(config)
+    _check_out(out_dir)
     _prepare(Path(out_dir), specs, force)
 
     def on_written(spec: TensorSpec, size: int) -> None:

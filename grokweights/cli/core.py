@@ -17,17 +17,18 @@ from ._common import config_options, emit_json, human_bytes, json_option, quiet_
               help="Model whose layout to synthesize.")
 @click.option("--layers", type=click.IntRange(min=1), help="Only the first N layers, at full width.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Values are a pure function of the seed.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder to write ckpt-0/ into.")
 @click.option("--manifest/--no-manifest", "write_manifest", default=True, show_default=True,
               help=f"Also hash it into {LOCAL_MANIFEST_NAME} beside ckpt-0/.")
 @click.option("--force", is_flag=True, help="Replace a checkpoint already in --out (refused otherwise).")
 @quiet_option
-def synth(preset_name: str, layers: int | None, seed: int, out_dir: Path, write_manifest: bool, force: bool,
+def synth(preset_name: str, layers: int | None, seed: int, out_dir: str, write_manifest: bool, force: bool,
           quiet: bool) -> None:
     """Write a synthetic checkpoint in the exact official format.
 
-    Refuses a non-empty OUT/ckpt-0 without --force, and a disk without room, before writing anything.
+    Refuses a non-empty OUT/ckpt-0 without --force, an empty OUT or one inside a checkpoint's folder, and a
+    disk without room, before writing anything.
     """
     from ..checkpoint.layout import layout
     from ..checkpoint.manifest_ops import create_manifest

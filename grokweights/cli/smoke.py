@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -16,11 +17,21 @@ MAX_TOKENS = 1 << 20
 MAX_HOST_DEVICES = 4096
 
 
-def _check_outputs(save_expect: Path | None) -> None:
-    """Refuse, before the run, a --save-expect whose folder does not exist."""
-    if save_expect is not None and not save_expect.parent.is_dir():
-        raise click.BadParameter(f"{save_expect}: folder {save_expect.parent} does not exist; create it or choose "
-                                 "another file", param_hint="--save-expect")
+def _check_outputs(save_expect: Path | None, force: bool) -> None:
+    """Refuse, before the run, a --save-expect that would overwrite a file (without --force), write into a
+    checkpoint's folder or into a folder that does not exist."""
+    if save_expect is not None:
+        from ..checkpoint.files import check_output
+
+        check_output(save_expect, force=force, option="--save-expect", what="a fingerprint")
+
+
+def _tolerance(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """--tolerance: a finite number >= 0 (NaN would pass every comparison)."""
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise click.BadParameter(f"{value} is not a finite number >= 0; give an absolute logit tolerance such as "
+                                 "0.05", ctx=ctx, param=param)
+    return value
 
 
 def _check_tokens(tokens, batch: int | None) -> None:
@@ -148,12 +159,13 @@ def _render_report(report) -> None:
 @click.option("--axis-types", type=click.Choice(["auto", "explicit"]), default="auto", show_default=True,
               help="Mesh axis types to load and run with (explicit: what jax.make_mesh builds by default).")
 @click.option("--check-mesh", help="Also run on this mesh ('single' for one device) and compare the logits.")
-@click.option("--tolerance", type=click.FloatRange(min=0), help="Absolute logit tolerance for --check-mesh and "
+@click.option("--tolerance", type=float, callback=_tolerance, help="Absolute logit tolerance for --check-mesh and "
               "for a fingerprint written with --save-expect (default: a share of the logits' scale).")
 @click.option("--expect", type=click.Path(dir_okay=False, path_type=Path),
               help="Fingerprint file the logits must match (written earlier with --save-expect).")
 @click.option("--save-expect", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write this run's logits fingerprint here.")
+              help="Write this run's logits fingerprint here (an existing file only with --force).")
+@click.option("--force", is_flag=True, help="Let --save-expect replace an existing file (never a shard).")
 @click.option("--host-devices", type=click.IntRange(min=1, max=MAX_HOST_DEVICES), help="Simulate this many CPU "
               f"devices (at most {MAX_HOST_DEVICES}; for machines "
               "without accelerators; same as XLA_FLAGS=--xla_force_host_platform_device_count=N).")
@@ -165,7 +177,7 @@ def _render_report(report) -> None:
 def smoke(store: str, mesh_text: str | None, layers: str | None, prompt: str | None, tokenizer: Path | None,
           tokens_text: str | None, batch: int | None, dtype: str, axis_types: str, check_mesh: str | None,
           tolerance: float | None,
-          expect: Path | None, save_expect: Path | None, host_devices: int | None, dry_run: bool,
+          expect: Path | None, save_expect: Path | None, force: bool, host_devices: int | None, dry_run: bool,
           device_memory: float | None,
           preset_name: str | None, config_file: Path | None, as_json: bool) -> None:
     """Load STORE onto the devices, run the Grok-1 forward pass and check the logits.
@@ -178,7 +190,7 @@ def smoke(store: str, mesh_text: str | None, layers: str | None, prompt: str | N
     from ..runtime.smoke import simulate_cpu_devices, smoke_plan
     from ..runtime.smoke import smoke as run_smoke
 
-    _check_outputs(save_expect)
+    _check_outputs(save_expect, force)
     if host_devices is not None:
         simulate_cpu_devices(host_devices)
     tokens = parse_token_ids(tokens_text) if tokens_text is not None else None

@@ -243,18 +243,23 @@ def torrent() -> None:
 @torrent.command("create")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Torrent file to write (default DIR/<infohash>.torrent).")
+              help="Torrent file to write (default DIR/<infohash>.torrent); an existing file only with --force.")
 @click.option("--piece-size", callback=_size, metavar="SIZE",
               help="Bytes per piece, a power of two (e.g. 16M); default suits the total size.")
 @click.option("--web-seed", "web_seeds", multiple=True, metavar="URL", help="HTTP mirror (BEP 19) (repeatable).")
 @click.option("--tracker", "trackers", multiple=True, metavar="URL", help="Announce URL (repeatable).")
 @click.option("--comment", help="Free text stored in the torrent.")
+@click.option("--force", is_flag=True, help="Let -o replace an existing file (never a shard).")
 @json_option
 @quiet_option
 def create(directory: Path, output: Path | None, piece_size: int | None, web_seeds: tuple[str, ...],
-           trackers: tuple[str, ...], comment: str | None, as_json: bool, quiet: bool) -> None:
+           trackers: tuple[str, ...], comment: str | None, force: bool, as_json: bool, quiet: bool) -> None:
     """Make a BitTorrent v1 torrent of a local checkpoint folder (hidden files and .torrent files left out)."""
+    from ..checkpoint.files import check_output
     from ..torrent import create_torrent, describe_torrent
+
+    if output is not None:
+        check_output(output, force=force, option="-o", what="a torrent")
 
     total = sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
     with _progress.bar(total, desc="hash", quiet=quiet or as_json) as bar:

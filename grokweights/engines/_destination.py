@@ -27,7 +27,7 @@ import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ..constants import CKPT_DIRNAME, SHARD_GLOB
+from ..checkpoint.files import in_checkpoint_folder
 from ..errors import GrokWeightsError, InsufficientSpaceError, UsageError
 
 __all__ = ["export_lock", "check_place", "check_existing", "staging_path", "clear_leftovers", "mark_publishing",
@@ -158,9 +158,8 @@ def check_place(src: str | os.PathLike[str], ckpt: Path | None, dst: Path, text:
         if real in (home, os.path.realpath(src), os.path.dirname(home)) or real.startswith(home + os.sep):
             raise _refuse(dst, text, f"is inside the source checkpoint {os.fspath(src)} (the export would mix with "
                                      "or replace its shards)")
-    folder = Path(parent)
-    if folder.name == CKPT_DIRNAME or any(folder.glob(SHARD_GLOB)):
-        raise _refuse(dst, text, f"is in the checkpoint folder {folder}")
+    if in_checkpoint_folder(parent + os.sep + dst.name):
+        raise _refuse(dst, text, f"is in a checkpoint's folder ({parent}: a ckpt-0 or a folder of shards)")
 
 
 def _check_folder(dst: Path, text: str) -> None:

@@ -20,6 +20,7 @@ weight, store or model fails. The tolerance is stored in the file (see ``default
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from .._atomic import write_atomic
 from ..checkpoint.files import read_json
 from ..errors import UsageError
 
-__all__ = ["Fingerprint", "FINGERPRINT_K", "DECIMALS", "default_tolerance"]
+__all__ = ["Fingerprint", "FINGERPRINT_K", "DECIMALS", "default_tolerance", "require_tolerance"]
 
 FORMAT = "grokweights.fingerprint"
 VERSION = 1
@@ -65,6 +66,8 @@ class Fingerprint:
     def of(cls, logits: np.ndarray, tokens: np.ndarray, *, layers: tuple[int, ...], dtype: str, mesh: str = "",
            tolerance: float | None = None) -> Fingerprint:
         """The fingerprint of ``logits`` [B, T, V] computed from ``tokens`` [B, T]."""
+        if tolerance is not None:
+            tolerance = require_tolerance(tolerance)
         last = logits[:, -1, :]
         order = np.argsort(-last, axis=-1, kind="stable")[:, :FINGERPRINT_K]
         top = tuple(tuple((int(i), round(float(row[i]), DECIMALS)) for i in ids)
@@ -87,15 +90,15 @@ class Fingerprint:
         for b, want in enumerate(self.top):
             last = logits[b, -1, :]
             for token, value in want:
-                if abs(float(last[token]) - value) > tol:
+                if not abs(float(last[token]) - value) <= tol:  # NaN never matches
                     out.append(f"sequence {b}: token {token} logit {value} is now {float(last[token]):.4f}")
             floor, recorded = min(v for _, v in want), {token for token, _ in want}
-            risen = [int(t) for t in np.flatnonzero(last > floor + tol) if int(t) not in recorded]
+            risen = [int(t) for t in np.flatnonzero(~(last <= floor + tol)) if int(t) not in recorded]
             out += [f"sequence {b}: token {t} rose to {float(last[t]):.4f} (the recorded top ends at {floor})"
                     for t in risen[:3]]
         for name in ("mean", "std"):
             for b, (want_v, got_v) in enumerate(zip(getattr(self, name), getattr(other, name), strict=True)):
-                if abs(want_v - got_v) > tol:
+                if not abs(want_v - got_v) <= tol:
                     out.append(f"sequence {b}: logits {name} {want_v} is now {got_v}")
         return out
 
@@ -112,7 +115,7 @@ class Fingerprint:
                              "`grokweights smoke --save-expect FILE`", path=source, expected=FORMAT,
                              actual=data.get("format") if isinstance(data, dict) else type(data).__name__)
         try:
-            return cls(
+            fingerprint = cls(
                 tokens=tuple(tuple(int(t) for t in r) for r in data["tokens"]),
                 layers=tuple(int(i) for i in data["layers"]), dtype=str(data["dtype"]),
                 vocab_size=int(data["vocab_size"]),
@@ -121,6 +124,19 @@ class Fingerprint:
                 tolerance=float(data["tolerance"]), mesh=str(data.get("mesh", "")))
         except (KeyError, TypeError, ValueError) as exc:
             raise UsageError(f"{source}: malformed fingerprint ({exc!r})", path=source) from None
+        fingerprint._require_finite(source)
+        return fingerprint
+
+    def _require_finite(self, source: str) -> None:
+        """Refuse a fingerprint whose tolerance or recorded values are not finite numbers (NaN matches nothing
+        and would compare as a pass)."""
+        require_tolerance(self.tolerance, where=f"{source}: tolerance")
+        values = {"top": [v for row in self.top for _, v in row], "mean": self.mean, "std": self.std}
+        for name, found in values.items():
+            if not all(math.isfinite(v) for v in found):
+                raise UsageError(f"{source}: {name} holds a value that is not a finite number; write the fingerprint "
+                                 "again with `grokweights smoke --save-expect FILE`", path=source,
+                                 expected="finite numbers", actual=name)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the fingerprint as JSON, atomically (temporary name, then rename)."""
@@ -135,6 +151,22 @@ class Fingerprint:
             raise UsageError(f"{path}: fingerprint file not found; {fix}", path=path, expected="a fingerprint file")
         data = read_json(path, what="fingerprint file", fix=fix, error=UsageError)  # regular file, bounded
         return cls.from_dict(data, source=os.fspath(path))
+
+
+def require_tolerance(value: Any, *, where: str = "tolerance") -> float:
+    """``value`` as a finite float >= 0 (an absolute logit tolerance).
+
+    Raises:
+        UsageError: NaN, infinite, negative or not a number (NaN would make every comparison pass).
+    """
+    try:
+        tol = float(value)
+    except (TypeError, ValueError):
+        tol = float("nan")
+    if not (math.isfinite(tol) and tol >= 0):
+        raise UsageError(f"{where} must be a finite number >= 0, got {str(value)[:40]}", expected=">= 0, finite",
+                         actual=str(value)[:40])
+    return tol
 
 
 def _short(value: Any) -> str:

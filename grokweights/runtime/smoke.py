@@ -27,7 +27,7 @@ from ..sharding.mesh import GROK1_RULES, MeshSpec, as_mesh_spec, complete_mesh, 
 from ..sharding.sizing import MachinePlan
 from ..store import Store
 from .devices import simulate_cpu_devices
-from .fingerprint import Fingerprint
+from .fingerprint import Fingerprint, require_tolerance
 from .sources import STORE, source_kind
 
 __all__ = ["smoke", "smoke_plan", "simulate_cpu_devices", "SmokeReport", "Check", "TopToken", "DEFAULT_PROMPT",
@@ -323,6 +323,10 @@ def smoke(store: str | os.PathLike[str], *, mesh: MeshSpec | str | None = None, 
     """
     import jax
 
+    if tolerance is not None:
+        tolerance = require_tolerance(tolerance, where="--tolerance")
+    if expect is not None and not isinstance(expect, Fingerprint):
+        Fingerprint.load(expect)  # a bad fingerprint is refused before the run
     dtype, source, spec, chosen, tok, ids = _prepare(store, config, mesh, layers, dtype, tokenizer, tokens, prompt,
                                                      batch)
     if tok is not None:
