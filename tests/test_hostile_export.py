@@ -224,7 +224,8 @@ def _room_limited(folder, how: str) -> list[str]:
     if how == "enospc":  # a real full disk: a 1 MiB tmpfs in a private mount namespace
         if os.geteuid() != 0 or shutil.which("unshare") is None:
             pytest.skip("a private tmpfs needs root and unshare")
-        return ["unshare", "-m", "sh", "-c", 'mount -t tmpfs -o size=1M tmpfs "$0" && exec "$@"', str(folder)]
+        script = 'mount -t tmpfs -o size=1M tmpfs "$0" || exit 99; "$@"; rc=$?; echo "LEFT:$(ls -A "$0")"; exit $rc'
+        return ["unshare", "-m", "sh", "-c", script, str(folder)]  # lists what the export left on that disk
     return ["prlimit", "--fsize=300000", "--"]  # EFBIG: no file of this process may grow past 300 kB
 
 
@@ -243,6 +244,8 @@ def test_a_full_disk_gives_one_line_and_removes_the_partial_output(tiny_checkpoi
     assert_clean_failure(result, names=str(folder), fix="space")
     if how == "efbig":
         assert not dst.exists() and not _leftovers(folder)
+    else:
+        assert "LEFT:\n" in result.stdout, result.stdout[-2000:]  # nothing on the full disk, no .partial
 
 
 def test_a_bad_tokenizer_leaves_nothing_behind(tiny_checkpoint, tmp_path):
@@ -302,3 +305,23 @@ def test_a_store_source_is_never_written_into(tiny_checkpoint, tmp_path):
     result = _export(store, tmp_path / "out", "--manifest", tiny_checkpoint / "grokweights-manifest.json")
     assert_clean_failure(result, names=str(store), fix="verify STORE")
     assert_tree_unchanged(store, before)
+
+
+def test_without_sha256_the_torrent_beside_the_data_proves_the_pieces(tiny_checkpoint, tmp_path):
+    """A manifest without sha256 (as the shipped grok-1 one) and the release torrent kept beside the data: a
+    flipped byte fails its piece, and the export is refused."""
+    from grokweights.torrent import create_torrent
+
+    m0 = tmp_path / "m0.json"
+    (tiny_checkpoint / "grokweights-manifest.json").rename(m0)
+    torrent = create_torrent(tiny_checkpoint, piece_size=16 * 1024)  # DIR/<infohash>.torrent, as fetch keeps it
+    data = json.loads(m0.read_text())
+    data["sources"]["infohash_v1"] = torrent.stem
+    for shard in data["shards"]:
+        shard["sha256"] = None
+    m0.write_text(json.dumps(data))
+    proven = _export(tiny_checkpoint, tmp_path / "ok", "--manifest", m0)
+    assert proven.returncode == 0 and "unverified" not in proven.stderr, proven
+    _flip(tiny_checkpoint / "ckpt-0" / "tensor00009_000")
+    result = _export(tiny_checkpoint, tmp_path / "out", "--manifest", m0)
+    assert_clean_failure(result, names=["tensor00009_000", "pieces"], fix="--no-verify")
