@@ -259,6 +259,16 @@ def test_a_bad_tokenizer_leaves_nothing_behind(tiny_checkpoint, tmp_path):
         assert not list(out.iterdir()), fmt
 
 
+def test_a_huge_tokenizer_is_refused_unread(tiny_checkpoint, tmp_path):
+    sparse = tmp_path / "tokenizer.model"
+    with open(sparse, "wb") as f:
+        f.truncate(8 * 2**30)  # 8 GiB, sparse: nothing on disk
+    result = run_cli(["export", tiny_checkpoint, tmp_path / "x.gguf", "--format", "gguf", "--tokenizer", sparse,
+                      "-q"], timeout=60, memory=1 << 30)
+    assert_clean_failure(result, names=str(sparse), fix="SentencePiece")
+    assert not (tmp_path / "x.gguf").exists()
+
+
 def test_a_tokenizer_that_is_not_a_regular_file(tiny_checkpoint, tmp_path):
     fifo = tmp_path / "tokenizer.model"
     os.mkfifo(fifo)

@@ -78,12 +78,13 @@ def read_tokenizer(path: str | os.PathLike[str], vocab_size: int) -> bytes:
     fix = "pass Grok-1's SentencePiece tokenizer.model"
     try:
         with open_regular(name, what="tokenizer", fix=fix) as f:
-            data = f.read(MAX_TOKENIZER_BYTES + 1)
+            size = os.fstat(f.fileno()).st_size
+            data = f.read(MAX_TOKENIZER_BYTES + 1) if size <= MAX_TOKENIZER_BYTES else b""
     except NotRegularFileError as exc:
         raise UsageError(exc.message, path=name, expected="a regular file", actual=exc.actual) from None
     except OSError as exc:
         raise UsageError(f"{name}: cannot read the tokenizer ({exc.strerror or exc}); {fix}", path=name) from None
-    if len(data) > MAX_TOKENIZER_BYTES:
+    if size > MAX_TOKENIZER_BYTES or len(data) > MAX_TOKENIZER_BYTES:
         raise UsageError(f"{name}: larger than {MAX_TOKENIZER_BYTES} bytes, not a SentencePiece tokenizer.model; "
                          f"{fix}", path=name, expected=f"<= {MAX_TOKENIZER_BYTES} bytes", actual="larger")
     try:
