@@ -75,10 +75,19 @@ def _done(proc: Proc, timeout: float = 150) -> dict:
 
 
 def test_hub_alone_serves_the_torrent_proves_it_and_pins_both_provenances(release, tmp_path):
+    rate = 400_000
     with _hub(release["src"]) as hub:  # this hub has every file of the torrent
-        summary = _done(_fetch(release, tmp_path / "dl", hub))
+        summary = _done(_fetch(release, tmp_path / "dl", hub, "--max-download-rate", str(rate)))
+        # a wrong repository or revision is one line before anything is fetched
+        for wrong, code in (("xai-org/grok-2", "RepoNotFound"), (f"{REPO}@v9", "RevisionNotFound")):
+            proc = Proc(*fetch_args(str(release["torrent"]), tmp_path / "x", "--hub", wrong),
+                        env={"HF_ENDPOINT": hub.url})
+            assert proc.finish(60) == 1
+            assert f"hub {wrong if '@' in wrong else wrong + '@main'} at {hub.url}" in proc.stderr(), code
     _same(release, tmp_path / "dl")
+    assert summary["seconds"] >= 0.7 * release["bytes"] / rate  # the download limit holds for the hub too
     stats = summary["extra"]["hub"]
+    assert stats["resolves"] <= 2 * 27  # the content server's URL is reused: not a resolve per piece
     assert stats["commit"] == COMMIT and stats["peer_bytes"] == 0 and stats["bad_pieces"] == []
     assert stats["hub_bytes"] >= release["bytes"] and stats["sha256_pinned"] == 26
     local = json.loads((tmp_path / "dl" / "tiny" / LOCAL_MANIFEST_NAME).read_text())
@@ -91,18 +100,18 @@ def test_hub_alone_serves_the_torrent_proves_it_and_pins_both_provenances(releas
 
 
 def test_peers_and_hub_side_by_side_hub_lacking_a_file(release, tmp_path):
-    seeder, _, peer = start_seeder(release["src"], "--torrent", str(release["torrent"]), "--max-upload-rate", "300K")
+    seeder, _, peer = start_seeder(release["src"], "--torrent", str(release["torrent"]), "--max-upload-rate", "200K")
     try:
-        with _hub(release["hub"], rate=300_000) as hub:
+        with _hub(release["hub"], rate=200_000) as hub:
             proc = _fetch(release, tmp_path / "dl", hub, "--peer", peer)
             summary = _done(proc)
     finally:
         seeder.stop()
     _same(release, tmp_path / "dl")
     stats = summary["extra"]["hub"]
-    assert stats["hub_bytes"] > 100_000 and stats["peer_bytes"] > 100_000, stats
+    assert stats["hub_bytes"] > 50_000 and stats["peer_bytes"] > 50_000, stats
     assert stats["hub_bytes"] + stats["peer_bytes"] == summary["downloaded_bytes"]
-    assert "README.txt" in stats["not_served"] or stats["errors"].get("404", 0) >= 1  # peers gave it
+    assert not any("README" in r and "/content/" in r for r in hub.requests)  # README.txt: from the peer
     progress = [e for e in proc.events if e["event"] == "progress"]
     assert progress and {"hub_bytes", "peer_bytes"} <= set(progress[-1])
 
@@ -141,9 +150,9 @@ def test_a_hub_that_disappears_mid_download(release, tmp_path):
 
 
 def test_a_redirect_loop_is_refused_and_peers_serve_that_file(release, tmp_path):
-    seeder, _, peer = start_seeder(release["src"], "--torrent", str(release["torrent"]), "--max-upload-rate", "200K")
+    seeder, _, peer = start_seeder(release["src"], "--torrent", str(release["torrent"]), "--max-upload-rate", "50K")
     try:
-        with _hub(release["hub"]) as hub:
+        with _hub(release["hub"]) as hub:  # fast next to a slow peer: libtorrent asks it for every file
             hub.loop.add("ckpt-0/tensor00000_000")
             summary = _done(_fetch(release, tmp_path / "dl", hub, "--peer", peer))
     finally:
@@ -181,6 +190,9 @@ def test_dead_swarm_metadata_from_torrent_file_or_refused_or_by_hub_sha256(relea
         summary = _done(_fetch(release, tmp_path / "b", hub, "--torrent", str(release["torrent"]), source=manifest))
         assert summary["extra"]["hub"]["hub_bytes"] >= release["bytes"]
         _same(release, tmp_path / "b")
+        # ... and kept in DEST as <infohash>.torrent, where the next run finds it
+        summary = _done(_fetch(release, tmp_path / "b", hub, "--metadata-timeout", "2", source=manifest))
+        assert summary["resumed_bytes"] == release["bytes"] and summary["downloaded_bytes"] == 0
         # asked explicitly: by the hub's sha256 alone, and said so
         proc = _fetch(release, tmp_path / "c", hub, "--metadata-timeout", "1", "--hub-sha256-only", source=manifest)
         summary = _done(proc)

@@ -89,7 +89,13 @@ class HubSource:
         self.bridge = HubBridge(self.ref, token=self.token)
         self.bridge.set_layout(ti.name(), table, ti.piece_length())
         first = next((self.bridge.paths[f.path] for f in files if f.shard), None)
-        if first is not None and self.bridge.resolve_commit(first):
+        try:
+            commit = self.bridge.resolve_commit(first) if first is not None else None
+        except HubHTTPError as exc:
+            raise TorrentError(f"hub {self.ref} at {self.ref.endpoint}: {exc}; check --hub OWNER/NAME[@REVISION], "
+                               "and HF_TOKEN for a gated or private repository", path=str(self.ref),
+                               actual=str(exc)) from None
+        if commit:
             self.commit = self.bridge.commit
             logger.info("hub %s resolves to commit %s", self.ref, self.commit)
         run.session.apply_settings({"urlseed_wait_retry": _URLSEED_RETRY})

@@ -99,12 +99,18 @@ class HubHTTPError(Exception):
         transient: whether asking again later may work (429, 5xx, no answer), as opposed to a missing file,
             a refusal or a redirect loop.
         retry_after: seconds the server asked to wait (``Retry-After``), or None.
+        code: the hub's ``X-Error-Code`` (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``, ...).
     """
 
     def __init__(self, message: str, *, status: int = 0, transient: bool = False,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, code: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.transient, self.retry_after = status, transient, retry_after
+        self.status, self.transient, self.retry_after, self.code = status, transient, retry_after, code
+
+    @property
+    def fatal(self) -> bool:
+        """Whether the repository or revision itself is wrong or closed to us (not one file missing)."""
+        return self.status in (401, 403) or self.code in ("RepoNotFound", "RevisionNotFound", "GatedRepo")
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -139,15 +145,19 @@ def info_from(path: str, headers: http.client.HTTPMessage, first: HubFileInfo | 
 
 
 def open_url(url: str, *, path: str, method: str = "GET", headers: dict[str, str] | None = None,
-             token: str | None = None, timeout: float = 30.0,
+             token: str | None = None, token_host: str | None = None, timeout: float = 30.0,
              max_redirects: int = MAX_REDIRECTS) -> tuple[http.client.HTTPResponse, HubFileInfo | None]:
-    """Request ``url``, following redirects; the final response (2xx, body unread) and the LFS facts.
+    """Request ``url``, following redirects; the final response (2xx, body unread; its URL as ``final_url``)
+    and the LFS facts.
+
+    ``token`` goes only to ``token_host`` (default: ``url``'s host, the hub's), never to the servers it
+    redirects to.
 
     Raises:
         HubHTTPError: a redirect loop or too many redirects (permanent), an HTTP error status (429 and 5xx
-            transient, with ``Retry-After``), or no answer (transient).
+            transient, with ``Retry-After``; the hub's ``X-Error-Code`` as ``code``), or no answer (transient).
     """
-    token_host = urlsplit(url).netloc
+    token_host = token_host or urlsplit(url).netloc
     seen: list[str] = []
     info: HubFileInfo | None = None
     while True:
@@ -175,10 +185,12 @@ def open_url(url: str, *, path: str, method: str = "GET", headers: dict[str, str
             url = urljoin(url, location)
             continue
         if 200 <= resp.status < 300:
+            resp.final_url = url  # type: ignore[attr-defined]
             return resp, info
         wait = _retry_after(resp.getheader("Retry-After"))
         resp.read(65536)
         conn.close()
         transient = resp.status in (408, 425, 429) or resp.status >= 500
-        raise HubHTTPError(f"{url}: HTTP {resp.status} {resp.reason}", status=resp.status, transient=transient,
-                           retry_after=wait)
+        code = resp.getheader("X-Error-Code")
+        raise HubHTTPError(f"{url}: HTTP {resp.status} {resp.reason}" + (f" ({code})" if code else ""),
+                           status=resp.status, transient=transient, retry_after=wait, code=code)

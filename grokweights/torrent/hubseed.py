@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from .hubhttp import HubFileInfo, HubHTTPError, HubRef, open_url
 
@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 BRIDGE_PREFIX = "/grokweights-hub/"
 _CHUNK = 256 * 1024
 _BACKOFF_FIRST, _BACKOFF_MAX = 2.0, 60.0
+#: seconds a content server's URL (where the hub redirected a file) is reused before asking the hub again
+_CONTENT_TTL = 300.0
 
 
 def is_bridge_url(url: str) -> bool:
@@ -86,6 +88,8 @@ class HubBridge:
         self._files: list[str] = []
         self._offsets: dict[str, int] = {}
         self._piece = 1
+        self._content: dict[str, tuple[str, float]] = {}  # hub path -> (content URL, when it was given)
+        self.resolves = 0
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, name="hub-bridge", daemon=True)
@@ -117,8 +121,9 @@ class HubBridge:
         """Counts for the report: bytes sent to libtorrent, failing pieces it had sent bytes of, errors."""
         with self._lock:
             return {"repo": self.ref.repo, "revision": self.ref.revision, "commit": self.commit,
-                    "endpoint": self.ref.endpoint, "bytes": self.bytes_served, "bad_pieces": sorted(self.bad_pieces),
-                    "errors": dict(self.errors), "not_served": dict(sorted(self.refused.items()))}
+                    "endpoint": self.ref.endpoint, "bytes": self.bytes_served, "resolves": self.resolves,
+                    "bad_pieces": sorted(self.bad_pieces), "errors": dict(self.errors),
+                    "not_served": dict(sorted(self.refused.items()))}
 
     def rearm(self) -> tuple[str, str] | None:
         """``(old URL, new URL)`` once a back-off has ended (libtorrent gave up on files meanwhile), else None."""
@@ -147,12 +152,18 @@ class HubBridge:
 
     def resolve_commit(self, path: str) -> str | None:
         """Pin the revision to the commit it resolves to now (``X-Repo-Commit`` of ``path``), so every file
-        comes from one commit. None (and a back-off) when the hub does not answer."""
+        comes from one commit. None (and a back-off) when the hub does not answer.
+
+        Raises:
+            HubHTTPError: the repository or revision does not exist, or is closed without a token.
+        """
         try:
             resp, info = open_url(self.ref.url(path), path=path, method="HEAD", token=self.token,
                                   timeout=self.timeout)
             resp.close()
         except HubHTTPError as exc:
+            if exc.fatal:
+                raise
             self._failed(path, exc)
             return None
         if info is not None:
@@ -198,10 +209,8 @@ class HubBridge:
         if self.waiting() > 0:
             return _empty(handler, 503, {"Retry-After": str(math.ceil(self.waiting()))})
         sent_headers = {"Range": handler.headers["Range"]} if handler.headers.get("Range") else {}
-        revision = self.commit or self.ref.revision
         try:
-            resp, info = open_url(self.ref.url(hub_path, revision), path=hub_path, method=method,
-                                  headers=sent_headers, token=self.token, timeout=self.timeout)
+            resp, info = self._open(hub_path, method, sent_headers)
         except HubHTTPError as exc:
             self._failed(hub_path, exc)
             if exc.transient:
@@ -223,6 +232,26 @@ class HubBridge:
                 return None
             self._relay(handler, resp, torrent_path, hub_path, length)
         return None
+
+    def _open(self, hub_path: str, method: str, headers: dict[str, str]) -> tuple[Any, HubFileInfo | None]:
+        """The hub's answer for ``hub_path``: from the content server it last redirected to while that is
+        fresh (one request instead of two), else through the hub's resolve URL."""
+        host = urlsplit(self.ref.endpoint).netloc
+        cached = self._content.get(hub_path)
+        if cached is not None and time.monotonic() - cached[1] < _CONTENT_TTL:
+            try:
+                return open_url(cached[0], path=hub_path, method=method, headers=headers, token=self.token,
+                                token_host=host, timeout=self.timeout)
+            except HubHTTPError as exc:
+                if exc.transient:
+                    raise
+                self._content.pop(hub_path, None)  # expired or moved: ask the hub again
+        self.resolves += 1
+        resp, info = open_url(self.ref.url(hub_path, self.commit or self.ref.revision), path=hub_path,
+                              method=method, headers=headers, token=self.token, token_host=host, timeout=self.timeout)
+        if resp.final_url != self.ref.url(hub_path, self.commit or self.ref.revision):
+            self._content[hub_path] = (resp.final_url, time.monotonic())
+        return resp, info
 
     def _relay(self, handler: BaseHTTPRequestHandler, resp: Any, torrent_path: str, hub_path: str,
                length: int) -> None:
