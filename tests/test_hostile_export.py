@@ -335,3 +335,15 @@ def test_without_sha256_the_torrent_beside_the_data_proves_the_pieces(tiny_check
     _flip(tiny_checkpoint / "ckpt-0" / "tensor00009_000")
     result = _export(tiny_checkpoint, tmp_path / "out", "--manifest", m0)
     assert_clean_failure(result, names=["tensor00009_000", "pieces"], fix="--no-verify")
+
+
+def test_force_replaces_an_export_folder(tiny_checkpoint, tmp_path):
+    dst = tmp_path / "sg"
+    assert _export(tiny_checkpoint, dst, "--shard-size", SIZE).returncode == 0
+    many = sorted(p.name for p in dst.glob("*.safetensors"))
+    assert_clean_failure(_export(tiny_checkpoint, dst), names=str(dst), fix="--force")
+    again = _export(tiny_checkpoint, dst, "--force")
+    assert again.returncode == 0, again
+    _assert_folder_export(dst)
+    assert len(many) > 1 and len(list(dst.glob("*.safetensors"))) == 1  # the earlier files went with it
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
