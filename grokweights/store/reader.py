@@ -221,12 +221,27 @@ class Store:
         return self.read_into(store_path, bounds, out).result()
 
     def sha256(self, store_path: str) -> str:
-        """The sha256 of an array's logical data (C order), read back one row of chunks at a time."""
+        """The sha256 of an array's logical data (C order), read back one row of chunks at a time.
+
+        Two row buffers are reused: the next row is read (and its chunks checked) while this one is hashed."""
         array, digest = self.array(store_path), hashlib.sha256()
-        step = array.chunk_shape[0] if array.shape else 1
-        for r0 in range(0, max(array.shape[0], 1) if array.shape else 1, step):
-            region = ((slice(r0, r0 + step),) if array.shape else ())
-            digest.update(np.ascontiguousarray(self.read(store_path, region)).reshape(-1).view(np.uint8))
+        if not array.shape:
+            digest.update(self.read(store_path).reshape(-1).view(np.uint8))
+            return digest.hexdigest()
+        step, rows = array.chunk_shape[0], array.shape[0]
+        dtype = numpy_dtype(array.dtype)
+        buffers = [np.empty((min(step, rows), *array.shape[1:]), dtype) for _ in range(2 if rows > step else 1)]
+
+        def start(r0: int) -> Any:
+            r1 = min(rows, r0 + step)
+            out = buffers[(r0 // step) % len(buffers)][: r1 - r0]
+            return self.read_into(store_path, ((r0, r1), *((0, n) for n in array.shape[1:])), out)
+
+        pending = start(0)
+        for r0 in range(0, rows, step):
+            done = pending.result()
+            pending = start(r0 + step) if r0 + step < rows else None
+            digest.update(done.reshape(-1).view(np.uint8))
         return digest.hexdigest()
 
     def __repr__(self) -> str:

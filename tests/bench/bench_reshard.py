@@ -7,13 +7,18 @@ copy, then times, in the same run:
 * cp:            ``cp -r ckpt-0 copy && sync`` (the same source bytes written once, durably; in-kernel copy);
 * dd:            ``dd bs=16M conv=fsync`` per file: a user-space copy (read + write through the page cache,
   durable), the limit for a program that rearranges bytes (target: reshard none >= 0.8x of it);
-* reshard none:  ``grokweights.reshard(..., "data=1,model=8")`` in a fresh process (fsync per file);
-* reshard zstd:  the same with ``compression="zstd"`` (level 1).
+* reshard none:  ``grokweights.reshard(..., "data=1,model=8")`` in a fresh process (chunks encoded and written
+  by grokweights, crc32c in hardware; one ``syncfs`` per array);
+* reshard ts:    the same, every chunk written through tensorstore's zarr3 driver (``GROKWEIGHTS_STORE_IO=
+  tensorstore``, the reference path);
+* reshard zstd:  ``compression="zstd"`` (level 1; written through tensorstore).
 
-Prints throughput (source bytes / wall time), the ratio to cp (targets: >= 0.8x raw, >= 0.5x zstd) and
-the reshard process's peak RSS (target <= 2 GiB). Verification is off here (it is bench_verify's job).
+dd and the reshards run ``--repeat`` times, interleaved; each reshard's ratio to dd (dd's time over its time,
+paired run by run; target >= 1.0x for reshard none) is printed as median (min-max), with throughput (source
+bytes / wall time) and the reshard process's peak RSS (target <= 2 GiB). Verification is off here (it is
+bench_verify's job).
 
-Usage: python tests/bench/bench_reshard.py [--workdir DIR] [--keep] [--jobs N]
+Usage: python tests/bench/bench_reshard.py [--workdir DIR] [--keep] [--jobs N] [--repeat N] [--no-zstd]
 """
 
 from __future__ import annotations
@@ -79,9 +84,9 @@ def time_dd(src: Path, dst: Path) -> float:
     return seconds
 
 
-def time_reshard(src: Path, dst: Path, compression: str, jobs: int) -> dict:
+def time_reshard(src: Path, dst: Path, compression: str, jobs: int, extra_env: dict | None = None) -> dict:
     shutil.rmtree(dst, ignore_errors=True)
-    env = {**os.environ, "NUMPY_MADVISE_HUGEPAGE": "0", "GROKWEIGHTS_DISABLE_PROGRESS": "1"}
+    env = {**os.environ, "NUMPY_MADVISE_HUGEPAGE": "0", "GROKWEIGHTS_DISABLE_PROGRESS": "1", **(extra_env or {})}
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(src), str(dst), compression, str(jobs)],
                             stdout=subprocess.PIPE, env=env, text=True)
@@ -101,6 +106,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help="Folder for the checkpoint and outputs (default: a temp dir).")
     parser.add_argument("--keep", action="store_true", help="Keep the work folder.")
     parser.add_argument("--jobs", type=int, default=0, help="reshard --jobs (default: CPUs).")
+    parser.add_argument("--repeat", type=int, default=2, help="Interleaved runs of dd and each reshard.")
+    parser.add_argument("--no-zstd", action="store_true", help="Skip the zstd reshard.")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="grokweights-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -109,18 +116,27 @@ def main() -> None:
         total = du(src / "ckpt-0")
         time_cp(src, workdir / "warm")  # page cache warm-up, not timed
         cp = time_cp(src, workdir / "copy")
-        dd = time_dd(src, workdir / "copy")
-        rows = [("cp -r + sync", cp, None, None), ("dd conv=fsync", dd, None, None)]
-        for compression in ("none", "zstd"):
-            r = time_reshard(src, workdir / f"store-{compression}", compression, args.jobs)
-            rows.append((f"reshard {compression}", r["wall"], r["peak_rss"], r["stored"]))
-        print(f"source: {total / 1e9:.2f} GB in {len(list((src / 'ckpt-0').iterdir()))} shards; mesh data=1,model=8")
-        print(f"{'':16} {'seconds':>8} {'GB/s':>6} {'vs cp':>6} {'vs dd':>6} {'peak RSS':>9} {'stored GB':>9}")
-        for name, seconds, rss, stored in rows:
-            rss_text = f"{rss / 2**30:.2f} GiB" if rss else ""
-            stored_text = f"{stored / 1e9:.2f}" if stored else ""
-            print(f"{name:16} {seconds:8.2f} {total / seconds / 1e9:6.2f} {cp / seconds:5.2f}x {dd / seconds:5.2f}x "
-                  f"{rss_text:>9} {stored_text:>9}")
+        methods = [("reshard none", "none", None), ("reshard ts", "none", {"GROKWEIGHTS_STORE_IO": "tensorstore"})]
+        if not args.no_zstd:
+            methods.append(("reshard zstd", "zstd", None))
+        dd: list[float] = []
+        runs: dict[str, list[dict]] = {name: [] for name, _, _ in methods}
+        for _ in range(args.repeat):
+            dd.append(time_dd(src, workdir / "copy"))
+            for name, compression, env in methods:
+                runs[name].append(time_reshard(src, workdir / "store-bench", compression, args.jobs, env))
+        print(f"source: {total / 1e9:.2f} GB in {len(list((src / 'ckpt-0').iterdir()))} shards; mesh data=1,model=8; "
+              f"{args.repeat} interleaved runs")
+        print(f"{'':16} {'median s':>8} {'GB/s':>6} {'vs dd: median (min-max)':>24} {'peak RSS':>9} {'stored GB':>9}")
+        print(f"{'cp -r + sync':16} {cp:8.2f} {total / cp / 1e9:6.2f}")
+        mid = sorted(dd)[len(dd) // 2]
+        print(f"{'dd conv=fsync':16} {mid:8.2f} {total / mid / 1e9:6.2f} {'1.00x':>10}")
+        for name, results in runs.items():
+            ratios = sorted(d / r["wall"] for d, r in zip(dd, results, strict=True))
+            secs = sorted(r["wall"] for r in results)[len(results) // 2]
+            rss, stored = max(r["peak_rss"] for r in results), results[0]["stored"]
+            print(f"{name:16} {secs:8.2f} {total / secs / 1e9:6.2f} {ratios[len(ratios) // 2]:9.2f}x "
+                  f"({ratios[0]:.2f}-{ratios[-1]:.2f}){' ' * 4} {rss / 2**30:5.2f} GiB {stored / 1e9:9.2f}")
     finally:
         if not args.keep and args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
