@@ -7,7 +7,11 @@ The model issue's GPU check, as one script to run on a machine with an accelerat
 2. reshard it for ``data=1,model=<devices>`` (verification on, so the sha256 pass is timed too);
 3. ``smoke`` it on every device of the default backend: load, compile and run times, tokens/s, and the
    checks (shape, finite, deterministic, and ``--check-mesh single`` when the model fits one device);
-4. print each stage's seconds and bytes, the devices and their peak memory, and one JSON line.
+4. load the same layers from ``ckpt-0`` directly (the baseline the store must beat) and measure the
+   host-to-device bandwidth (``jax.device_put`` of a 1 GiB host buffer to every device, best of 3), printed next
+   to the store's load rate;
+5. print each stage's seconds and bytes, the devices and their peak memory, the process's peak host RSS
+   (before the bandwidth probe), and one JSON line.
 
 It runs on CPUs too (``--preset tiny`` takes seconds) so it can be checked anywhere before the
 accelerator time is spent. Usage:
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import sys
 import tempfile
@@ -39,6 +44,20 @@ def _timed(label: str, fn, results: dict):
     results[label] = round(time.perf_counter() - start, 3)
     print(f"{label:<10} {results[label]:8.2f} s", file=sys.stderr)
     return value
+
+
+def _host_to_device(devices, nbytes: int = 1 << 30) -> float:
+    """Bytes per second of ``jax.device_put`` from one host buffer to every device (best of 3)."""
+    import jax
+    import numpy as np
+
+    host = np.ones(nbytes, np.uint8)
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        jax.block_until_ready([jax.device_put(host, d) for d in devices])
+        best = min(best, time.perf_counter() - start)
+    return nbytes * len(devices) / best
 
 
 def main() -> None:
@@ -70,6 +89,12 @@ def main() -> None:
                   for row in range(args.batch)]
         report = _timed("smoke", lambda: smoke(work / "store", mesh=mesh, tokens=tokens,
                                                check_mesh="single" if args.check_mesh else None), seconds)
+        from grokweights.runtime.load import LoadStats, load
+
+        ckpt_stats = LoadStats()
+        jax.block_until_ready(load(work / "src", mesh, stats=ckpt_stats))
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # before the bandwidth probe's buffers
+        h2d = _host_to_device(devices)
         memory = [d.memory_stats() or {} for d in devices[: len(devices)]]
         peak = max((m.get("peak_bytes_in_use", 0) for m in memory), default=0)
         summary = {
@@ -79,10 +104,16 @@ def main() -> None:
             "load_bytes": report.load_bytes, "compile_seconds": report.compile_seconds,
             "run_seconds": report.run_seconds, "tokens_per_second": report.tokens_per_second,
             "peak_device_bytes": peak, "checks": {c.name: c.ok for c in report.checks}, "ok": report.ok,
+            "load_ckpt_seconds": ckpt_stats.seconds, "host_to_device_bytes_per_second": h2d,
+            "peak_host_rss": rss,
         }
         print(f"devices    {len(devices)} x {devices[0].device_kind} ({devices[0].platform}), mesh {mesh}")
         print(f"checkpoint {manifest.total_size / 1e9:.2f} GB, store {resharded.bytes_written / 1e9:.2f} GB")
-        print(f"load       {report.load_seconds:.2f} s ({report.load_bytes / 1e9:.2f} GB)")
+        print(f"load       {report.load_seconds:.2f} s ({report.load_bytes / 1e9:.2f} GB, "
+              f"{report.load_bytes / report.load_seconds / 1e9:.2f} GB/s; host->device {h2d / 1e9:.2f} GB/s)")
+        print(f"load ckpt  {ckpt_stats.seconds:.2f} s from ckpt-0 (the store's load: "
+              f"{ckpt_stats.seconds / report.load_seconds:.2f}x faster)")
+        print(f"host RSS   peak {summary['peak_host_rss'] / 2**30:.2f} GiB")
         print(f"compile    {report.compile_seconds:.2f} s")
         print(f"run        {report.run_seconds * 1e3:.1f} ms ({report.tokens_per_second:.0f} tokens/s)")
         print(f"memory     peak {peak / 2**30:.2f} GiB per device (as the backend reports it)")
