@@ -14,6 +14,8 @@ Arrays this path does not serve (compressed, or on another kvstore) are read thr
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,6 +40,36 @@ def pool() -> ThreadPoolExecutor:
         if _POOL is None:
             _POOL = ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="chunk-read")
         return _POOL
+
+
+_MADV_POPULATE_WRITE = 23  # Linux 5.14+
+_PAGE = mmap.PAGESIZE
+_LIBC: Any = None
+
+
+def prefault(target: np.ndarray) -> None:
+    """Fault in the destination's whole pages in one call (``MADV_POPULATE_WRITE``), on this reading thread.
+
+    Fresh pages of an anonymous mapping are otherwise faulted in one trap per page by the copy that fills them;
+    populating a chunk's range first costs measurably less kernel time (about a quarter less here), and runs on
+    the thread that reads the chunk, so populating spreads over the readers. Pages already present are left as
+    they are; where the kernel lacks the call, nothing happens.
+    """
+    global _LIBC
+    if _LIBC is False:
+        return
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL(None, use_errno=True)
+            _LIBC.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        except (OSError, AttributeError):
+            _LIBC = False
+            return
+    start = -(-target.ctypes.data // _PAGE) * _PAGE
+    stop = (target.ctypes.data + target.nbytes) // _PAGE * _PAGE
+    if stop > start and _LIBC.madvise(start, stop - start, _MADV_POPULATE_WRITE) != 0 \
+            and ctypes.get_errno() in (22, 38):  # EINVAL / ENOSYS: an older kernel; stop asking
+        _LIBC = False
 
 
 def _scratch(nbytes: int) -> np.ndarray:
@@ -105,6 +137,7 @@ class LocalChunks:
                 self.table[0]
         if part.whole:
             target = out[part.outer]
+            prefault(target)
             read_verified(path, memoryview(target.reshape(-1).view(np.uint8)), expected)
             return
         nbytes = int(np.prod(self.chunk_shape)) * out.dtype.itemsize
