@@ -36,7 +36,7 @@ from ..checkpoint.layout import TensorSpec, layer_indices, layout
 from ..checkpoint.paths import resolve_checkpoint_dir
 from ..checkpoint.shards import read_header
 from ..constants import CKPT_DIRNAME
-from ..errors import ConfigError, GrokWeightsError, StoreError, UsageError, VerificationError
+from ..errors import ConfigError, GrokWeightsError, StoreError, UsageError
 from ..sharding.mesh import MeshSpec, RuleSet, as_mesh_spec, load_rules
 from ..sharding.plan import DEFAULT_CHUNK_BYTES, ReshardPlan, plan_reshard
 from .index import store_state
@@ -95,20 +95,9 @@ def _resolve_config(manifest: Any, config: ModelConfig | str | None, src: str) -
 
 def _verify_source(ckpt: str, manifest: Any, specs: list[TensorSpec], jobs: int | None, *,
                    progress: Callable[[int], None]) -> dict[str, Any]:
-    from ..checkpoint.verify import verify
+    from ..checkpoint.verify import require_verified
 
-    if manifest is None:
-        raise VerificationError(f"{ckpt}: no manifest to verify against; pass --manifest FILE|NAME or --no-verify",
-                                path=ckpt)
-    report = verify(ckpt, manifest, jobs=jobs, only=[f"{CKPT_DIRNAME}/{s.file}" for s in specs], progress=progress)
-    if not report.ok:
-        bad = report.failures
-        shown = "; ".join(f"{r.path}: {r.status}" + (f" (expected {r.expected}, got {r.actual})" if r.expected else "")
-                          for r in bad[:3])
-        raise VerificationError(f"{ckpt}: {len(bad)} shard(s) failed verification against manifest "
-                                f"{manifest.name!r}: {shown}; re-run `grokweights fetch` to repair them, or pass "
-                                "--no-verify", path=ckpt, actual=[r.path for r in bad])
-    return {"manifest": manifest.name, "counts": report.counts()}
+    return require_verified(ckpt, manifest, [f"{CKPT_DIRNAME}/{s.file}" for s in specs], jobs=jobs, progress=progress)
 
 
 def _check_sources(ckpt: str, specs: list[TensorSpec]) -> None:
