@@ -60,3 +60,9 @@ WRITE_CHUNK_BYTES = 16 * 1024 * 1024
 def shard_name(index: int) -> str:
     """The file name of shard ``index`` (``tensor00012_000``)."""
     return SHARD_NAME_FORMAT.format(index=index)
+
+#: what to do when llama.cpp (a third-party library) crashes: it is built for the build machine's CPU unless
+#: told otherwise, and its AMX kernels die with SIGILL on some CPUs (docs/export.md, "llama.cpp and the CPU").
+LLAMA_CPP_CRASH_HINT = ("the crash is inside llama.cpp, not grokweights: rebuild llama-cpp-python for a portable CPU "
+                        "baseline without pip's cache, CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" pip install --no-cache-dir "
+                        "--force-reinstall llama-cpp-python (see docs/export.md)")

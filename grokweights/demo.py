@@ -18,6 +18,7 @@ then the store is loaded onto 8 (simulated CPU) devices and a forward pass is sm
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import tempfile
 import time
@@ -26,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._isolated import run_isolated
 from .checkpoint.config import preset
-from .constants import CKPT_DIRNAME, LOCAL_MANIFEST_NAME
+from .constants import CKPT_DIRNAME, LLAMA_CPP_CRASH_HINT, LOCAL_MANIFEST_NAME
 from .errors import SmokeError, StoreError, TorrentError, VerificationError
 
 __all__ = ["run_demo", "DemoStage", "DemoResult", "DEMO_MESH", "DEMO_DEVICES"]
@@ -206,19 +208,27 @@ def _export_stage(run: _Runner, work: Path, store: Path, checkpoint: Path, manif
         report = export(store, work / "export" / "tiny.gguf", format="gguf", dtype="f32", config=manifest.config,
                         force=True)
         done = f"{len(report.tensors)} tensors from {store.name}/ -> {Path(report.files[0]).name}"
-        try:
-            import llama_cpp
-        except ImportError:
+        if importlib.util.find_spec("llama_cpp") is None:
             return report.bytes, f"{done} (llama-cpp-python not installed: not run)"
-        llm = llama_cpp.Llama(model_path=report.files[0], n_ctx=32, n_threads=2, logits_all=True, verbose=False)
-        llm.eval(tokens)
-        theirs = int(np.argmax(llm.scores[len(tokens) - 1]))
+        # in a child process: a crash of llama.cpp (SIGILL on a CPU it was not built for) fails this stage only
+        theirs = run_isolated(_llama_next_token, report.files[0], tokens, what=f"llama.cpp running {report.files[0]}",
+                              timeout=300, hint=LLAMA_CPP_CRASH_HINT)
         ours = int(np.argmax(_forward_f32(checkpoint, manifest.config, tokens)[0, -1]))
         if theirs != ours:
             raise SmokeError(f"demo: llama.cpp predicts token {theirs}, grokweights.forward {ours}")
         return report.bytes, f"{done}; llama.cpp and grokweights.forward agree: next token {ours}"
 
     run.stage("export gguf", export_stage)
+
+
+def _llama_next_token(path: str, tokens: list[int]) -> int:
+    """llama.cpp's next token after ``tokens`` (run by :func:`run_isolated`, in a child process)."""
+    import llama_cpp
+    import numpy as np
+
+    llm = llama_cpp.Llama(model_path=path, n_ctx=32, n_threads=2, logits_all=True, verbose=False)
+    llm.eval(tokens)
+    return int(np.argmax(llm.scores[len(tokens) - 1]))
 
 
 def _forward_f32(checkpoint: Path, config: Any, tokens: list[int]) -> Any:

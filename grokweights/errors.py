@@ -102,3 +102,8 @@ class StoreError(GrokWeightsError):
 
 class SmokeError(GrokWeightsError):
     """A smoke test whose checks failed."""
+
+
+class CrashError(GrokWeightsError):
+    """Native code run in a child process died of a signal (``actual``: the signal's name), hung past its time
+    limit, or exited without a result; the calling process is unharmed."""
