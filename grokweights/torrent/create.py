@@ -36,9 +36,10 @@ class TorrentInfo:
 
 def describe_torrent(path: str | os.PathLike[str]) -> TorrentInfo:
     """Read a ``.torrent`` file into a :class:`TorrentInfo`; a corrupt one raises :class:`TorrentError`."""
-    ti = load_torrent(path).ti
+    atp = load_torrent(path)
+    ti = atp.ti
     return TorrentInfo(torrent=os.fspath(path), name=ti.name(), infohash=str(ti.info_hashes().v1),
-                       magnet=magnet_link(ti), files=ti.num_files(), bytes=ti.total_size(),
+                       magnet=magnet_link(ti, trackers=atp.trackers), files=ti.num_files(), bytes=ti.total_size(),
                        piece_size=ti.piece_length(), pieces=ti.num_pieces())
 
 

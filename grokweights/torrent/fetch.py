@@ -160,6 +160,11 @@ def _add_params(job: _Job) -> tuple[Any, bool]:
     atp.url_seeds = list(dict.fromkeys([*atp.url_seeds, *job.options.web_seeds]))
     atp.peers = list(dict.fromkeys([*atp.peers, *job.peers]))
     atp.flags = add_flags(atp.flags, discovery=job.options.discovery, extra=lt.torrent_flags.default_dont_download)
+    if atp.ti is not None:
+        # metadata at hand: stay paused (no announce, no connection) until the selection is applied. Running,
+        # a torrent that wants nothing is finished; a seeder found meanwhile (a tracker answers at once) is
+        # dropped as "upload to upload" and libtorrent never counts it as a candidate again
+        atp.flags |= lt.torrent_flags.paused
     return atp, trusted
 
 
@@ -367,6 +372,10 @@ def _download(job: _Job, run: TorrentRun, trackers: list[str]) -> FetchReport:
     run.selecting = False
     for peer in run.peers:  # peers that left while nothing was wanted
         run.handle.connect_peer(peer)
+    run.handle.resume()  # added paused when the metadata was at hand (see _add_params)
+    # announce again, now wanting data: a magnet's first announce went out while nothing was wanted, and
+    # trackers are asked again only after minutes
+    run.handle.force_reannounce()
     if run.progress is not None and hasattr(run.progress, "reset"):
         run.progress.reset(total=report.selected_bytes)
     status = run.wait(lambda st: completion.poll(run) or (run.phase == "finished" and st.is_finished))

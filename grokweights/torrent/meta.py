@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from .._atomic import write_atomic
 from ..checkpoint.bencode import encode
@@ -313,11 +314,14 @@ def write_torrent(path: Path, data: bytes) -> Path:
     return write_atomic(path, data)
 
 
-def magnet_link(ti: Any, *, peer: tuple[str, int] | None = None) -> str:
-    """The magnet link of a torrent, with ``x.pe`` naming a peer to connect to when given (BEP 9)."""
+def magnet_link(ti: Any, *, peer: tuple[str, int] | None = None, trackers: Iterable[str] = ()) -> str:
+    """The magnet link of a torrent: ``tr`` for each of ``trackers``, ``x.pe`` naming a peer to connect to when
+    given (BEP 9)."""
     import libtorrent as lt
 
     uri = lt.make_magnet_uri(ti)
+    for tracker in dict.fromkeys(trackers):
+        uri += f"&tr={quote(tracker, safe='')}"
     if peer is not None:
         host, port = peer
         uri += f"&x.pe={'[' + host + ']' if ':' in host else host}:{port}"

@@ -128,11 +128,12 @@ class Seeder:
             logger.info("no .torrent for %s: creating one", self.directory)
             found = create_torrent(self.directory), self.directory.parent
         self.torrent_path, self.save_path = found
-        ti = load_torrent(self.torrent_path).ti
+        # the whole add_torrent_params: libtorrent puts the .torrent's trackers and web seeds there, not in .ti
+        atp = load_torrent(self.torrent_path)
+        ti = atp.ti
         check_info_dict(ti.info_section(), where=str(self.torrent_path))
         self.session = make_session(self.options)
-        atp = lt.add_torrent_params()
-        atp.ti, atp.save_path = ti, str(self.save_path)
+        atp.save_path = str(self.save_path)
         atp.flags = add_flags(atp.flags, discovery=self.options.discovery, extra=lt.torrent_flags.upload_mode)
         handle = self.session.add_torrent(atp)
         self.run = TorrentRun(self.session, handle, state=None, on_event=self.on_event, progress=self.progress,
@@ -147,7 +148,8 @@ class Seeder:
             raise
         self.run.seeding, self.run.selecting = True, False
         host = parse_endpoint(self.options.listen)[0]
-        self.magnet = magnet_link(ti, peer=None if host in ("0.0.0.0", "::") else (host, self.port))
+        self.magnet = magnet_link(ti, peer=None if host in ("0.0.0.0", "::") else (host, self.port),
+                                  trackers=atp.trackers)
         self.started = time.monotonic()
         self.run.emit("seeding", magnet=self.magnet, torrent=str(self.torrent_path), port=self.port)
         for peer in self.peers:
