@@ -48,3 +48,27 @@ def llama_metadata(path: str | Path) -> tuple[dict[str, str], int]:
     """The GGUF key/values llama.cpp read and its vocabulary size."""
     return run_isolated(_metadata, str(path), what=f"llama.cpp reading {path}", timeout=120,
                         hint=LLAMA_CPP_CRASH_HINT)
+
+
+def _quantize(src: str, dst: str, ftype: int) -> int:
+    import ctypes
+
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype, params.nthread = ftype, 2
+    return int(llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params)))
+
+
+def llama_quantize(src: str | Path, dst: str | Path, ftype: int) -> int:
+    """``llama_model_quantize`` (what ``llama-quantize`` runs) from ``src`` to ``dst``; its return code."""
+    return run_isolated(_quantize, str(src), str(dst), ftype, what=f"llama.cpp quantizing {src}", timeout=300,
+                        hint=LLAMA_CPP_CRASH_HINT)
+
+
+def isolated_export(*args, **kwargs):
+    """``grokweights.engines.export`` in a child process: its K-quants run llama.cpp's quantizer (libggml)."""
+    from grokweights.engines import export
+
+    return run_isolated(export, *args, what="export through llama.cpp's quantizer", timeout=300,
+                        hint=LLAMA_CPP_CRASH_HINT, **kwargs)

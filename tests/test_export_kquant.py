@@ -3,16 +3,13 @@
 Every tensor's type and bytes are compared with what ``llama_model_quantize`` (``llama-quantize``) writes from a
 float32 GGUF of the same weights (the precision the export feeds it), on two models: the tiny structure (rows of
 64 and 344 values: every K-quant falls back, as llama.cpp decides) and a 256-wide one (real K-quant blocks).
-llama.cpp then runs the result. llama.cpp is called in subprocesses, so a crash fails one test.
+llama.cpp then runs the result. llama.cpp (and every export through its quantizer) runs in a child process
+(tests/llama_child.py), so a crash fails one test with its signal, never the test run.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,52 +18,14 @@ from grokweights.engines import export
 from grokweights.errors import UsageError
 
 from .export_reference import TINY4, rel_l2
+from .llama_child import AVAILABLE, SKIP_REASON, isolated_export, llama_logits, llama_quantize
 
-pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make test installs it; it builds "
-                    "llama.cpp from source, which needs a C++ compiler and cmake)")
-
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not AVAILABLE, reason=SKIP_REASON)]
 
 #: rows of 256 values: Q4_K / Q5_K / Q6_K / Q2_K blocks without fallback (q 4x64, kv 2x64, experts 512 wide)
 WIDE = dataclasses.replace(TINY4, emb_size=256, key_size=64, widening_factor=3)
 TOKENS = [[5, 17, 301, 42, 7, 99, 3, 250, 11, 64, 400, 2, 128, 256, 77, 13],
           [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 511, 12, 500, 499, 31, 32]]
-
-_QUANTIZE = """
-import ctypes, sys, llama_cpp
-p = llama_cpp.llama_model_quantize_default_params()
-p.ftype, p.nthread = int(sys.argv[3]), 2
-sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(p)))
-"""
-_LOGITS = """
-import json, sys, numpy as np, llama_cpp
-llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=64, n_batch=64, n_threads=2, logits_all=True, verbose=False)
-rows = []
-for row in json.loads(sys.argv[3]):
-    llm.reset()
-    llm.eval(row)
-    rows.append(np.array(llm.scores[: len(row)], dtype=np.float64))
-np.save(sys.argv[2], np.stack(rows))
-"""
-
-
-def llama_quantize(src, dst, ftype: str) -> None:
-    """``llama_model_quantize`` (what ``llama-quantize`` runs) in a subprocess."""
-    from grokweights.engines._kquant import FTYPES
-
-    done = subprocess.run([sys.executable, "-c", _QUANTIZE, str(src), str(dst), str(FTYPES[ftype])],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-
-
-def llama_logits(path, tmp_path) -> np.ndarray:
-    """llama.cpp's logits for every position of TOKENS, computed in a subprocess."""
-    out = tmp_path / f"{Path(path).stem}-logits.npy"
-    done = subprocess.run([sys.executable, "-c", _LOGITS, str(path), str(out), json.dumps(TOKENS)],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return np.load(out)
-
 
 def _tensors(path) -> dict[str, tuple[str, bytes]]:
     import gguf
@@ -97,8 +56,10 @@ def models(tmp_path_factory):
 @pytest.mark.parametrize("model", ["wide", "tiny4"])
 def test_every_tensor_is_what_llama_quantize_writes(models, tmp_path, model, ftype):
     root, config, f32 = models[model]
-    llama_quantize(f32, tmp_path / "ref.gguf", ftype)
-    report = export(root / "ckpt", tmp_path / "ours.gguf", format="gguf", dtype=ftype, config=config)
+    from grokweights.engines._kquant import FTYPES
+
+    assert llama_quantize(f32, tmp_path / "ref.gguf", FTYPES[ftype]) == 0
+    report = isolated_export(root / "ckpt", tmp_path / "ours.gguf", format="gguf", dtype=ftype, config=config)
     want, got = _tensors(tmp_path / "ref.gguf"), _tensors(tmp_path / "ours.gguf")
     assert sorted(got) == sorted(want)
     for name, (dtype, data) in want.items():
@@ -113,12 +74,12 @@ def test_every_tensor_is_what_llama_quantize_writes(models, tmp_path, model, fty
 def test_llama_cpp_runs_the_k_quants(models, tmp_path):
     """llama.cpp loads and runs each export; the error against the BF16 export grows as the bits shrink."""
     root, config, _ = models["wide"]
-    paths = {d: export(root / "ckpt", tmp_path / f"{d}.gguf", format="gguf", dtype=d, config=config).files[0]
+    paths = {d: isolated_export(root / "ckpt", tmp_path / f"{d}.gguf", format="gguf", dtype=d, config=config).files[0]
              for d in ("bf16", "q8_0", "q6_k", "q4_k_m", "q2_k")}
-    base = llama_logits(paths["bf16"], tmp_path)
+    base = llama_logits(paths["bf16"], TOKENS)
     errors = {}
     for dtype in ("q8_0", "q6_k", "q4_k_m", "q2_k"):
-        logits = llama_logits(paths[dtype], tmp_path)
+        logits = llama_logits(paths[dtype], TOKENS)
         assert np.isfinite(logits).all()
         errors[dtype] = rel_l2(logits, base)
         top1 = float((logits.argmax(-1) == base.argmax(-1)).mean())
