@@ -365,6 +365,7 @@ def _download(job: _Job, run: TorrentRun, trackers: list[str]) -> FetchReport:
     completion = Completion(job.dest, job.state.infohash, run.handle.torrent_file().name(), job.selected,
                             interval=job.options.resume_interval)  # recorded incomplete before any data
     _apply_selection(run, job)
+    run.handle.resume()  # added paused when the metadata was at hand (see _add_params)
     if job.hub is not None:
         job.hub.attach(run, job.files)
     if job.options.on_run is not None:
@@ -372,7 +373,6 @@ def _download(job: _Job, run: TorrentRun, trackers: list[str]) -> FetchReport:
     run.selecting = False
     for peer in run.peers:  # peers that left while nothing was wanted
         run.handle.connect_peer(peer)
-    run.handle.resume()  # added paused when the metadata was at hand (see _add_params)
     # announce again, now wanting data: a magnet's first announce went out while nothing was wanted, and
     # trackers are asked again only after minutes
     run.handle.force_reannounce()
