@@ -262,3 +262,13 @@ def test_fifos_and_huge_files_in_a_store_neither_hang_nor_flood_memory(store, da
         assert all(n in result.stdout for n in names) and "Traceback" not in result.stderr, result
     else:
         assert_clean_failure(result, codes=(1,), names=names, fix="rerun")
+
+
+def test_a_fifo_in_place_of_the_store_lock_is_refused_in_one_line(tiny_source, tmp_path):
+    """Campaign 2, item 19: `reshard` when the store's lock file is a FIFO gave a traceback."""
+    dst = tmp_path / "st"
+    dst.mkdir()
+    os.mkfifo(dst / ".grokweights.lock")
+    result = run_cli(["reshard", tiny_source, dst, "--mesh", MESH, "--no-verify"], timeout=30)
+    assert_clean_failure(result, codes=(1,), names=".grokweights.lock", fix=("not a regular file", "remove it"))
+    assert sorted(p.name for p in dst.iterdir()) == [".grokweights.lock"]

@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import re
 import shutil
-import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from .._lockfile import hold_lock
 from ..checkpoint.files import in_checkpoint_folder
 from ..errors import GrokWeightsError, InsufficientSpaceError, UsageError
 
@@ -49,73 +48,21 @@ def _lock_path(dst: Path) -> Path:
     return dst.parent / f".{dst.name}.lock"
 
 
-def _holder(fd: int) -> str:
-    try:
-        text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
-    except OSError:
-        return "unknown"
-    return text if text.isdigit() else "unknown"
-
-
-def _open_locked(path: Path, dst: Path) -> int | None:
-    """A descriptor of ``path`` holding its lock, or None when the file was replaced meanwhile (try again)."""
-    try:
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # a FIFO: no wait
-        fd = os.open(path, flags, 0o644)
-    except OSError as exc:
-        raise GrokWeightsError(f"{path}: cannot create the export's lock file ({exc.strerror or exc}); choose "
-                               "another destination", path=path) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise GrokWeightsError(f"{path}: the export's lock file is not a regular file; remove it", path=path)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise GrokWeightsError(f"{path}: cannot lock the destination ({exc.strerror})", path=path) from None
-            raise GrokWeightsError(f"{dst}: another export is writing this destination (pid {_holder(fd)}, lock "
-                                   f"{path}); wait for it to finish or stop it, then rerun", path=path,
-                                   actual=_holder(fd)) from None
-        try:
-            now = os.stat(path, follow_symlinks=False)
-        except FileNotFoundError:
-            now = None
-        if now is None or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):  # its holder removed it on release
-            os.close(fd)
-            return None
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
-
-
 @contextlib.contextmanager
 def export_lock(dst: Path) -> Iterator[Path]:
     """Hold the destination's lock for the block (creating its folder); yields the lock file's path.
 
-    The holder removes the file before it lets go, so none is left beside a finished export; a taker checks
-    that the file it locked is still the one at the path (else it takes the new one).
+    The holder removes the file before it lets go, so none is left beside a finished export
+    (:func:`grokweights._lockfile.hold_lock`).
 
     Raises:
         GrokWeightsError: another export holds it (its pid and the lock file are named), or it cannot be made.
     """
     path = _lock_path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(100):
-        fd = _open_locked(path, dst)
-        if fd is not None:
-            break
-    else:
-        raise GrokWeightsError(f"{path}: the export's lock file keeps being replaced; rerun", path=path)
-    try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    busy = (lambda pid: f"{dst}: another export is writing this destination (pid {pid}, lock {path}); wait for it "
+            "to finish or stop it, then rerun")
+    with hold_lock(path, what="the export's lock file", busy=busy, remove=True):
         yield path
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        os.close(fd)  # releases the lock
 
 
 def split_parts(dst: Path) -> list[Path]:
