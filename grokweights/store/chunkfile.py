@@ -17,15 +17,17 @@ import errno
 import os
 import stat
 import struct
+import threading
 
 import crc32c as _crc32c
+import numpy as np
 
 from ..checkpoint.files import file_kind
 from ..errors import StoreError
 from .chunks import CRC_BYTES
 
 __all__ = ["ChunkFault", "chunk_error", "checksum", "read_verified", "write_chunk", "encode", "trailer_of",
-           "HARDWARE", "PIECE_BYTES", "MOVED"]
+           "scratch", "HARDWARE", "PIECE_BYTES", "MOVED"]
 
 #: bytes read (and checksummed) per step: the checksum then runs over bytes still in cache
 PIECE_BYTES = 1 << 20
@@ -34,6 +36,17 @@ HARDWARE: bool = bool(getattr(_crc32c, "hardware_based", False))
 #: the cause of a chunk whose checksum is valid but is not the one recorded for its position
 MOVED = "is not the chunk written at this position (moved, or from another array or store)"
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
+
+_SCRATCH = threading.local()
+
+
+def scratch(nbytes: int) -> np.ndarray:
+    """This thread's reusable chunk buffer, at least ``nbytes`` (its pages stay mapped: no fresh-page faults)."""
+    buf = getattr(_SCRATCH, "buf", None)
+    if buf is None or buf.nbytes < nbytes:
+        buf = _SCRATCH.buf = np.empty(max(nbytes, 1), np.uint8)
+    return buf[:nbytes]
 
 
 def checksum(data: object, value: int = 0) -> int:

@@ -23,16 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from .chunkfile import ChunkFault, chunk_error, read_verified
+from .chunkfile import ChunkFault, chunk_error, read_verified, scratch
 from .chunks import ChunkPart, grid_shape, parts_of
 
 __all__ = ["LocalChunks", "Pending", "pool"]
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
-_SCRATCH = threading.local()
-
-
 def pool() -> ThreadPoolExecutor:
     """The process's chunk-reading threads (one per CPU, at least 2; reads from a cold disk overlap too)."""
     global _POOL
@@ -70,14 +67,6 @@ def prefault(target: np.ndarray) -> None:
     if stop > start and _LIBC.madvise(start, stop - start, _MADV_POPULATE_WRITE) != 0 \
             and ctypes.get_errno() in (22, 38):  # EINVAL / ENOSYS: an older kernel; stop asking
         _LIBC = False
-
-
-def _scratch(nbytes: int) -> np.ndarray:
-    """This thread's reusable buffer of at least ``nbytes`` (its pages stay mapped: no fresh-page faults)."""
-    buf = getattr(_SCRATCH, "buf", None)
-    if buf is None or buf.nbytes < nbytes:
-        buf = _SCRATCH.buf = np.empty(max(nbytes, 1), np.uint8)
-    return buf[:nbytes]
 
 
 class Pending:
@@ -141,6 +130,6 @@ class LocalChunks:
             read_verified(path, memoryview(target.reshape(-1).view(np.uint8)), expected)
             return
         nbytes = int(np.prod(self.chunk_shape)) * out.dtype.itemsize
-        buf = _scratch(nbytes)
+        buf = scratch(nbytes)
         read_verified(path, memoryview(buf), expected)
         out[part.outer] = buf.view(out.dtype).reshape(self.chunk_shape)[part.inner]

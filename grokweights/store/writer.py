@@ -28,7 +28,6 @@ import itertools
 import logging
 import math
 import os
-import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -41,7 +40,7 @@ from ..checkpoint.shards import drop_pages, read_shard
 from ..errors import StoreError
 from ..sharding.plan import FORMAT_VERSION, ArrayPlan
 from . import kv as tskv
-from .chunkfile import ChunkFault, encode, trailer_of, write_chunk
+from .chunkfile import ChunkFault, encode, scratch, trailer_of, write_chunk
 from .chunks import CRC_BYTES, chunk_key, chunk_keys, grid_shape
 from .specs import RECORD_KEY, local_path, record_of, zarr3_spec
 
@@ -124,17 +123,6 @@ def chunk_stats(array: ArrayPlan, kv: dict[str, Any], ctx: Any) -> dict[str, int
         return None
     known = all(size >= 0 for size in sizes.values())  # type: ignore[operator]
     return {"count": len(sizes), "bytes": sum(sizes.values()) if known else -1}  # type: ignore[arg-type]
-
-
-_SCRATCH = threading.local()
-
-
-def _scratch(nbytes: int) -> np.ndarray:
-    """This thread's reusable chunk buffer (its pages stay mapped: no fresh-page faults per chunk)."""
-    buf = getattr(_SCRATCH, "buf", None)
-    if buf is None or buf.nbytes < nbytes:
-        buf = _SCRATCH.buf = np.empty(max(nbytes, 1), np.uint8)
-    return buf[:nbytes]
 
 
 class ArrayWriter:
@@ -276,7 +264,7 @@ class ArrayWriter:
             if part.shape == tuple(chunk) and part.flags.c_contiguous:
                 block = part.reshape(-1).view(np.uint8)  # contiguous in the source: written from there
             else:  # gathered once into this thread's buffer; an edge chunk is padded with the fill value (0)
-                buf = _scratch(math.prod(chunk) * part.dtype.itemsize)
+                buf = scratch(math.prod(chunk) * part.dtype.itemsize)
                 whole = buf.view(part.dtype).reshape(chunk)
                 if part.shape != tuple(chunk):
                     whole[...] = 0
