@@ -15,7 +15,8 @@ memory free: the figures compare the work each method does, not the disk or memo
 
 Each method runs ``--repeat`` times, interleaved. Prints the best and median seconds, the speed-up over
 upstream (upstream's time over the method's, paired run by run: median, min-max; target >= 3x for the store,
-and the store at least as fast as ckpt-0), the bytes each method read and the process's peak RSS. The row
+and the store at least as fast as ckpt-0), the bytes each method read, the process's peak RSS and its CPU
+seconds (user + system: on a shared machine the steadier figure). The row
 ``store via ts`` reads the same store through tensorstore (``GROKWEIGHTS_STORE_IO=tensorstore``), the
 reference path.
 
@@ -116,7 +117,8 @@ def run(script: str, path: Path, workdir: Path, extra_env: dict | None = None) -
     _, status, usage = os.wait4(proc.pid, 0)
     if status != 0:
         raise SystemExit(f"benchmark process failed (status {status})")
-    return {**json.loads(out.strip().splitlines()[-1]), "peak_rss": usage.ru_maxrss * 1024}
+    return {**json.loads(out.strip().splitlines()[-1]), "peak_rss": usage.ru_maxrss * 1024,
+            "cpu": usage.ru_utime + usage.ru_stime}
 
 
 def main() -> None:
@@ -146,13 +148,14 @@ def main() -> None:
         print(f"checkpoint: {total / 1e9:.2f} GB; mesh data=1,model=8 on 8 CPU devices; one process; "
               f"{args.repeat} interleaved runs; ratios are upstream's time over each method's, pair by pair")
         print(f"{'':14} {'best s':>7} {'median s':>8} {'speed-up (median, min-max)':>27} {'read GB':>8} "
-              f"{'peak RSS':>9}")
+              f"{'peak RSS':>9} {'CPU s (median)':>14}")
         for name, runs in results.items():
             ratios = sorted(b["seconds"] / r["seconds"] for b, r in zip(base, runs, strict=True))
             secs = sorted(r["seconds"] for r in runs)
             print(f"{name:14} {secs[0]:7.2f} {secs[len(secs) // 2]:8.2f} {ratios[len(ratios) // 2]:10.2f}x "
                   f"({ratios[0]:.2f}-{ratios[-1]:.2f}) {' ' * 6} {runs[0]['bytes_read'] / 1e9:8.2f} "
-                  f"{max(r['peak_rss'] for r in runs) / 2**30:6.2f} GiB")
+                  f"{max(r['peak_rss'] for r in runs) / 2**30:6.2f} GiB "
+                  f"{sorted(r['cpu'] for r in runs)[len(runs) // 2]:14.2f}")
     finally:
         if not args.keep:
             shutil.rmtree(store, ignore_errors=True)
