@@ -65,6 +65,7 @@ class FakeHub:
         self.requests: list[str] = []
         self.corrupt: dict[str, int] = {}  # path in the repository -> offset of the byte flipped when served
         self.loop: set[str] = set()  # paths whose resolve redirects in a circle
+        self.etag: dict[str, str] = {}  # path -> the LFS sha256 announced instead of the file's own
         self.busy: list[tuple[int, int]] = []  # (status, Retry-After) for the next resolve requests
         self.rate = rate
         self.gone = False
@@ -149,7 +150,7 @@ class FakeHub:
             return _answer(handler, 404, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": COMMIT})
         if path in self.loop:
             return _answer(handler, 302, {"Location": f"/{repo}/loop/a", "X-Repo-Commit": COMMIT})
-        sha = self.sha256(local)
+        sha = self.etag.get(path) or self.sha256(local)
         return _answer(handler, 302, {
             # another host name than the endpoint's, as the hub's content servers are: no token goes there
             "Location": f"{self.url.replace('127.0.0.1', 'localhost')}/{repo}/content/{quote(path)}?expires=1",

@@ -99,6 +99,48 @@ def test_hub_alone_serves_the_torrent_proves_it_and_pins_both_provenances(releas
     assert all(a is None for p, a in hub.auth if "/content/" in p)  # the token stays with the hub's host
 
 
+def test_a_hub_listing_another_sha256_fails_the_fetch_naming_both(release, tmp_path):
+    shards = json.loads(release["manifest"].read_text())["shards"]
+    wrong = next(s["path"] for s in shards if "decoder_layer_1/" in s["tensor"]["path"])
+    other = "0123456789abcdef" * 4
+    with _hub(release["src"]) as hub:
+        hub.etag[wrong] = other
+        proc = _fetch(release, tmp_path / "dl", hub)
+        assert proc.finish(120) == 1
+    summary = proc.summary()
+    assert not summary["ok"]
+    problems = summary["verification"]["problems"]
+    real = sha256_of(release["src"] / wrong)
+    assert problems == [{"path": wrong, "status": "hub_sha256_differs", "expected": real, "actual": other}]
+    local = json.loads((tmp_path / "dl" / "tiny" / LOCAL_MANIFEST_NAME).read_text())
+    pinned = {s["path"]: s["sha256_source"] for s in local["shards"] if s["sha256"]}
+    assert len(pinned) == 26 and pinned[wrong] == f"torrent:{release['infohash']}"  # the torrent's proof stands
+    assert sum(v.endswith(f"hub:{REPO}@{COMMIT}") for v in pinned.values()) == 25
+
+
+def test_the_bridge_serves_only_its_own_libtorrent(release):
+    import urllib.error
+    import urllib.request
+
+    from grokweights.torrent.hubhttp import parse_hub
+    from grokweights.torrent.hubseed import HubBridge
+
+    with _hub(release["src"]) as hub:
+        bridge = HubBridge(parse_hub(REPO, endpoint=hub.url), token="hf_secret")
+        try:
+            bridge.set_layout("tiny", [("tiny/ckpt-0/tensor00000_000", 0, 131234)], PIECE)
+            port = bridge.server.server_address[1]
+            with pytest.raises(urllib.error.HTTPError, match="403"):  # no secret: nothing, and no token spent
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/grokweights-hub/g1/tiny/ckpt-0/tensor00000_000")
+            url = bridge.url + "tiny/ckpt-0/tensor00000_000"
+            with urllib.request.urlopen(urllib.request.Request(url, headers={"Range": "bytes=5-9"})) as resp:
+                data = (release["src"] / "ckpt-0" / "tensor00000_000").read_bytes()[5:10]
+                assert resp.status == 206 and resp.read() == data
+        finally:
+            bridge.close()
+    assert bridge.bytes_served == 5 and len([p for p, a in hub.auth if a == "Bearer hf_secret"]) == 1
+
+
 def test_peers_and_hub_side_by_side_hub_lacking_a_file(release, tmp_path):
     seeder, _, peer = start_seeder(release["src"], "--torrent", str(release["torrent"]), "--max-upload-rate", "200K")
     try:
@@ -254,3 +296,14 @@ def test_fetch_reshard_in_one_pass_from_the_hub(release, tmp_path):
     again = tmp_path / "again"
     reshard(dest / "tiny", again, MESH)
     assert_same_store(store, again, same_paths=True)
+
+
+def test_layers_from_the_hub_fetch_only_those_files(release, tmp_path):
+    with _hub(release["src"]) as hub:
+        summary = _done(_fetch(release, tmp_path / "dl", hub, "--layers", "1"))
+    shards = [f["shard"] for f in summary["files"] if f["shard"]]
+    assert len(shards) == 14  # layer 1, the embedding and the final norm
+    for shard in shards:
+        assert sha256_of(tmp_path / "dl" / "tiny" / shard) == sha256_of(release["src"] / shard)
+    wanted = sum(f["size"] for f in summary["files"])
+    assert wanted <= summary["extra"]["hub"]["hub_bytes"] <= wanted + 2 * len(shards) * PIECE

@@ -5,7 +5,7 @@ send against the torrent's SHA-1 piece hashes, like any peer's, before it counts
 discarded and fetched elsewhere. The hub keeps the release's files at ``<repo>/resolve/<rev>/<path in
 repo>`` instead, with the shards at the repository's root (``ckpt-0/tensor…``, where the torrent has
 ``<name>/ckpt-0/tensor…``). :class:`HubBridge` serves libtorrent's web-seed requests on 127.0.0.1 (an
-ephemeral port) by mapping each torrent path to its hub path (:func:`hub_paths`, an explicit table),
+ephemeral port, a random secret in its URL path) by mapping each torrent path to its hub path (:func:`hub_paths`, an explicit table),
 following the hub's redirects (bounded, loops refused), passing ``Range`` through and counting the bytes.
 
 How it answers libtorrent (which stops asking a web seed for a file after any error status):
@@ -21,8 +21,10 @@ How it answers libtorrent (which stops asking a web seed for a file after any er
 from __future__ import annotations
 
 import bisect
+import hmac
 import logging
 import math
+import secrets
 import threading
 import time
 from collections import Counter
@@ -88,6 +90,7 @@ class HubBridge:
         self._files: list[str] = []
         self._offsets: dict[str, int] = {}
         self._piece = 1
+        self._secret = secrets.token_urlsafe(16)  # in the URL: only this libtorrent session knows it
         self._content: dict[str, tuple[str, float]] = {}  # hub path -> (content URL, when it was given)
         self.resolves = 0
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -100,7 +103,7 @@ class HubBridge:
     @property
     def url(self) -> str:
         """The web-seed URL libtorrent is given (changes with each re-arm)."""
-        return f"http://127.0.0.1:{self.server.server_address[1]}{BRIDGE_PREFIX}g{self.generation}/"
+        return f"http://127.0.0.1:{self.server.server_address[1]}{BRIDGE_PREFIX}{self._secret}/g{self.generation}/"
 
     def set_layout(self, name: str, files: Iterable[tuple[str, int, int]], piece_length: int) -> None:
         """The torrent's files as ``(torrent path, offset in the torrent, size)``, and its piece length."""
@@ -202,7 +205,10 @@ class HubBridge:
 
     def serve(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         """Answer one web-seed request of libtorrent."""
-        torrent_path = unquote(handler.path.split("?")[0]).removeprefix(BRIDGE_PREFIX).partition("/")[2]
+        secret, _, rest = unquote(handler.path.split("?")[0]).removeprefix(BRIDGE_PREFIX).partition("/")
+        if not hmac.compare_digest(secret, self._secret):  # another local process: no file, and no token used
+            return _empty(handler, 403)
+        torrent_path = rest.partition("/")[2]
         hub_path = self.paths.get(torrent_path)
         if hub_path is None or hub_path in self.refused:
             return _empty(handler, 404)
