@@ -12,7 +12,7 @@ The responses follow the hub's documented format, as huggingface_hub reads it:
   ``X-Repo-Commit``, ``X-Linked-Etag`` (the LFS sha256, quoted), ``X-Linked-Size`` and ``ETag``; an
   unknown file 404 ``EntryNotFound``; the content path answers ``Range: bytes=a-b`` / ``bytes=a-`` with 206.
 
-Faults for the tests, settable while serving: ``corrupt`` (a byte flipped in what is served),
+Faults for the tests, settable while serving: ``corrupt`` (bytes flipped in what is served),
 ``loop`` (resolve redirects in a circle), ``busy`` (statuses answered to the next resolve requests, with
 ``Retry-After``), ``rate`` (bytes per second, all connections together), :meth:`FakeHub.vanish` (the
 hub goes away, in-flight bodies cut). ``python -m tests.fakehub ROOT --repo R [--rate N]`` serves a
@@ -63,7 +63,7 @@ class FakeHub:
         self.repos = repos
         self.files = {repo: Path(root) for repo, root in (files or {}).items()}
         self.requests: list[str] = []
-        self.corrupt: dict[str, int] = {}  # path in the repository -> offset of the byte flipped when served
+        self.corrupt: dict[str, set[int]] = {}  # path in the repository -> offsets of bytes flipped when served
         self.loop: set[str] = set()  # paths whose resolve redirects in a circle
         self.etag: dict[str, str] = {}  # path -> the LFS sha256 announced instead of the file's own
         self.busy: list[tuple[int, int]] = []  # (status, Retry-After) for the next resolve requests
@@ -175,14 +175,15 @@ class FakeHub:
         handler.end_headers()
         if head:
             return None
-        flip = self.corrupt.get(path)
+        flips = sorted(self.corrupt.get(path, ()))
         with open(local, "rb") as f:
             f.seek(start)
             pos = start
             while pos <= end:
                 block = bytearray(f.read(min(64 * 1024, end + 1 - pos)))
-                if flip is not None and pos <= flip < pos + len(block):
-                    block[flip - pos] ^= 0xFF
+                for flip in flips:
+                    if pos <= flip < pos + len(block):
+                        block[flip - pos] ^= 0xFF
                 self._pace(len(block))
                 if self.gone:
                     handler.close_connection = True
