@@ -207,7 +207,7 @@ def test_a_redirect_loop_is_refused_and_peers_serve_that_file(release, tmp_path)
 
 
 def test_a_busy_hub_is_backed_off_while_peers_keep_going(release, tmp_path):
-    seeder, _, peer = start_seeder(release["src"], "--torrent", str(release["torrent"]), "--max-upload-rate", "100K")
+    seeder, _, peer = start_seeder(release["src"], "--torrent", str(release["torrent"]), "--max-upload-rate", "50K")
     try:
         with _hub(release["hub"]) as hub:
             hub.busy = [(429, 2), (503, 2)]
@@ -218,7 +218,7 @@ def test_a_busy_hub_is_backed_off_while_peers_keep_going(release, tmp_path):
     _same(release, tmp_path / "dl")
     stats = summary["extra"]["hub"]
     assert stats["errors"].get("429") == 1 and stats["errors"].get("503") == 1, stats
-    assert stats["hub_bytes"] > 100_000 and stats["peer_bytes"] > 0, stats  # after the back-off, the hub again
+    assert stats["hub_bytes"] > 100_000 and stats["peer_bytes"] > 0, json.dumps(stats)  # the hub again, after
 
 
 def test_dead_swarm_metadata_from_torrent_file_or_refused_or_by_hub_sha256(release, tmp_path):

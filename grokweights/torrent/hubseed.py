@@ -5,8 +5,9 @@ send against the torrent's SHA-1 piece hashes, like any peer's, before it counts
 discarded and fetched elsewhere. The hub keeps the release's files at ``<repo>/resolve/<rev>/<path in
 repo>`` instead, with the shards at the repository's root (``ckpt-0/tensor…``, where the torrent has
 ``<name>/ckpt-0/tensor…``). :class:`HubBridge` serves libtorrent's web-seed requests on 127.0.0.1 (an
-ephemeral port, a random secret in its URL path) by mapping each torrent path to its hub path (:func:`hub_paths`, an explicit table),
-following the hub's redirects (bounded, loops refused), passing ``Range`` through and counting the bytes.
+ephemeral port, a random secret in its URL path) by mapping each torrent path to its hub path
+(:func:`hub_paths`, an explicit table), following the hub's redirects (bounded, loops refused), passing
+``Range`` through and counting the bytes.
 
 How it answers libtorrent (which stops asking a web seed for a file after any error status):
 
