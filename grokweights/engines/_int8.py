@@ -120,18 +120,23 @@ def _scale_bytes(scales: np.ndarray, tensor: OutTensor) -> np.ndarray:
     return np.ascontiguousarray(values, dtype=bfloat16()).reshape(-1).view(np.uint8)
 
 
-def int8_tasks(weight: np.ndarray, scales: np.ndarray | None, tensor: OutTensor,
-               matrix_tasks: Callable[..., Iterator[Callable[[str], np.ndarray]]]
+def int8_tasks(weight: Callable[[], np.ndarray], scales: Callable[[], np.ndarray | None], shape: tuple[int, int],
+               tensor: OutTensor, matrix_tasks: Callable[..., Iterator[Callable[[str], np.ndarray]]]
                ) -> Iterator[Callable[[str], np.ndarray]]:
-    """Tasks for one part of an int8 matrix: ``weight`` (in, out) int8 and its release ``scales`` (blocks, out)."""
-    if scales is None or weight.dtype != np.int8:
-        raise UsageError(f"{tensor.source}: int8 export needs the release's int8 weights and scales, found "
-                         f"{weight.dtype} without scales (a store written with --dtype bfloat16?); export from "
-                         "ckpt-0/ or from a store that keeps int8", expected="int8 + scales", actual=str(weight.dtype))
-    rows, cols = weight.shape  # (in, out)
+    """Tasks for one part of an int8 matrix of source ``shape`` ``(in, out)``: ``weight()`` gives its int8 values,
+    ``scales()`` its release block scales ``(blocks, out)`` (each read only by the part that needs it)."""
+    rows, cols = shape
     if tensor.part == "packed":
-        yield from matrix_tasks(weight, None, True)
+        values = weight()
+        if values.dtype != np.int8:
+            raise UsageError(f"{tensor.source}: int8 export needs the release's int8 weights, found {values.dtype}",
+                             expected="int8", actual=str(values.dtype))
+        yield from matrix_tasks(values, None, True)
     elif tensor.part == "scale":
-        yield lambda dtype: _scale_bytes(np.asarray(scales), tensor)
+        blocks = scales()
+        if blocks is None:
+            raise UsageError(f"{tensor.source}: int8 export needs the release's scales, found none", expected="scales",
+                             actual="none")
+        yield lambda dtype: _scale_bytes(np.asarray(blocks), tensor)
     else:
         yield lambda dtype: np.array([cols, rows], np.int64).view(np.uint8)

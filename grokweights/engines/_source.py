@@ -83,7 +83,8 @@ class CheckpointSource:
         value = self.open(tensor.source)
         stacked = len(_shape_of(value)[0]) == 3
         if tensor.part is not None:  # a compressed-tensors part of one int8 matrix
-            yield from int8_tasks(*_part(value, tensor.expert if stacked else None), tensor, matrix_tasks)
+            weight, scales = _part(value, tensor.expert if stacked else None)
+            yield from int8_tasks(lambda: weight, lambda: scales, weight.shape, tensor, matrix_tasks)
         elif stacked and tensor.expert is None:  # all experts, stacked [E, out, in]
             for e in range(_shape_of(value)[0][0]):
                 yield from _matrix_tasks(value, e, tensor.transpose)

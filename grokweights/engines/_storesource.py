@@ -61,6 +61,7 @@ class StoreSource:
         self.config: ModelConfig = self.store.config
         self.paths = set(self.store.keys())
         self.plan = self.store.plan
+        self._prefetched: dict[tuple[str, int | None], Future] = {}
 
     @property
     def layers(self) -> list[int]:
@@ -99,25 +100,43 @@ class StoreSource:
         lead = () if expert is None else (slice(expert, expert + 1),)  # regions are slices (Store.read)
         weight = self._read(weight_path, lead)
         weight = weight if expert is None else weight[0]
+        return weight, self._scales(key, expert)
+
+    def _scales(self, key: str, expert: int | None) -> np.ndarray | None:
+        """The release's block scales of one expert (or of the whole tensor); None for a plain array."""
+        weight_path, scales_path = self._parts(key)
         if scales_path is None:
-            return weight, None
+            return None
+        weight_rows = self.plan.array(weight_path).shape[-2]
+        lead = () if expert is None else (slice(expert, expert + 1),)
         scales = self._read(scales_path, lead)
         scales = scales if expert is None else scales[0]
         blocks = self.plan.array(scales_path).source_blocks or scales.shape[-2]
-        if scales.shape[-2] % blocks or weight.shape[-2] % scales.shape[-2]:
+        if scales.shape[-2] % blocks or weight_rows % scales.shape[-2]:
             raise LayoutMismatchError(f"{self.store.location}: {scales_path} has {scales.shape[-2]} scale rows for "
-                                      f"{blocks} release blocks of {weight.shape[-2]} rows", path=scales_path,
+                                      f"{blocks} release blocks of {weight_rows} rows", path=scales_path,
                                       expected=blocks, actual=scales.shape[-2])
-        return weight, np.ascontiguousarray(scales[::scales.shape[-2] // blocks])
+        return np.ascontiguousarray(scales[::scales.shape[-2] // blocks])
+
+    def _ahead(self, key: str, expert: int | None) -> Future:
+        """The read of one expert's (or the tensor's) weight and scales, and the next expert's started behind it:
+        an export that writes experts as tensors of their own still reads ahead."""
+        pending = self._prefetched.pop((key, expert), None) or _reader().submit(self._matrix, key, expert)
+        self._prefetched.clear()  # at most one read ahead
+        weight_path, _ = self._parts(key)
+        experts = self.plan.array(weight_path).shape[0] if len(self.plan.array(weight_path).shape) == 3 else 0
+        if expert is not None and expert + 1 < experts:
+            self._prefetched[(key, expert + 1)] = _reader().submit(self._matrix, key, expert + 1)
+        return pending
 
     def _units(self, tensor: OutTensor) -> list[Callable[[], tuple[np.ndarray, np.ndarray | None]]]:
-        """Reads of the pieces the tensor is written from, in order: experts, whole matrices or row bands."""
+        """Reads of the pieces the tensor is written from, in order: experts (of a stacked tensor), whole matrices or
+        row bands."""
         weight_path, _ = self._parts(tensor.source)
         array = self.plan.array(weight_path)
         shape = array.shape
         if len(shape) == 3:
-            experts = range(shape[0]) if tensor.expert is None else [tensor.expert]
-            return [lambda e=e: self._matrix(tensor.source, e) for e in experts]
+            return [lambda e=e: self._matrix(tensor.source, e) for e in range(shape[0])]
         if tensor.transpose or len(shape) == 1:
             return [lambda: self._matrix(tensor.source, None)]
         rows = shape[0]
@@ -131,7 +150,14 @@ class StoreSource:
     def blocks(self, tensor: OutTensor) -> Iterator[Callable[[str], np.ndarray]]:
         """The output tensor as tasks of whole output rows, in order (see ``CheckpointSource.blocks``)."""
         if tensor.part is not None:  # a compressed-tensors part of one int8 matrix
-            yield from int8_tasks(*self._matrix(tensor.source, tensor.expert), tensor, matrix_tasks)
+            weight_path, _ = self._parts(tensor.source)
+            yield from int8_tasks(lambda: self._ahead(tensor.source, tensor.expert).result()[0],
+                                  lambda: self._scales(tensor.source, tensor.expert),
+                                  self.plan.array(weight_path).shape[-2:], tensor, matrix_tasks)
+            return
+        if tensor.expert is not None:  # one expert, a tensor of its own: the next expert is read meanwhile
+            weight, scales = self._ahead(tensor.source, tensor.expert).result()
+            yield from matrix_tasks(weight, scales, tensor.transpose)
             return
         units = self._units(tensor)
         pending: Future | None = _reader().submit(units[0])
