@@ -25,10 +25,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from ..checkpoint.config import ModelConfig
-from ..checkpoint.dtypes import ITEMSIZE
+from ..checkpoint.dtypes import ITEMSIZE, numpy_dtype
 from ..constants import STORE_INDEX_NAME
 from ..errors import LayoutMismatchError, UsageError
 from ._int8 import int8_tasks
+from ._readbuf import BufferPool, released
 from ._source import matrix_tasks
 from ._tensor import OutTensor
 
@@ -62,6 +63,7 @@ class StoreSource:
         self.paths = set(self.store.keys())
         self.plan = self.store.plan
         self._prefetched: dict[tuple[str, int | None], Future] = {}
+        self._pool = BufferPool()
 
     @property
     def layers(self) -> list[int]:
@@ -94,13 +96,21 @@ class StoreSource:
     def _read(self, path: str, region: tuple[slice, ...] = ()) -> np.ndarray:
         return np.ascontiguousarray(self.store.read(path, region))
 
-    def _matrix(self, key: str, expert: int | None) -> tuple[np.ndarray, np.ndarray | None]:
-        """One expert's (or the whole tensor's) weight and release-blocked scales, read into memory."""
-        weight_path, scales_path = self._parts(key)
-        lead = () if expert is None else (slice(expert, expert + 1),)  # regions are slices (Store.read)
-        weight = self._read(weight_path, lead)
-        weight = weight if expert is None else weight[0]
-        return weight, self._scales(key, expert)
+    def _read_pooled(self, path: str, lead: tuple[tuple[int, int], ...]) -> tuple[np.ndarray, Callable[[], None]]:
+        """The region (``lead`` bounds, whole trailing axes) read into a buffer of the pool, and its release."""
+        array = self.plan.array(path)
+        bounds = (*lead, *((0, n) for n in array.shape[len(lead):]))
+        if not hasattr(self.store, "read_into"):  # a Store without it: a fresh array
+            return self._read(path, tuple(slice(a, b) for a, b in bounds)), lambda: None
+        buf = self._pool.take(tuple(b - a for a, b in bounds), numpy_dtype(array.dtype))
+        self.store.read_into(path, bounds, buf).result()
+        return buf, lambda: self._pool.give(buf)
+
+    def _matrix(self, key: str, expert: int | None) -> tuple[np.ndarray, np.ndarray | None, Callable[[], None]]:
+        """One expert's (or the whole tensor's) weight, its release-blocked scales, and the weight's release."""
+        weight_path, _ = self._parts(key)
+        weight, release = self._read_pooled(weight_path, () if expert is None else ((expert, expert + 1),))
+        return (weight if expert is None else weight[0]), self._scales(key, expert), release
 
     def _scales(self, key: str, expert: int | None) -> np.ndarray | None:
         """The release's block scales of one expert (or of the whole tensor); None for a plain array."""
@@ -129,7 +139,7 @@ class StoreSource:
             self._prefetched[(key, expert + 1)] = _reader().submit(self._matrix, key, expert + 1)
         return pending
 
-    def _units(self, tensor: OutTensor) -> list[Callable[[], tuple[np.ndarray, np.ndarray | None]]]:
+    def _units(self, tensor: OutTensor) -> list[Callable[[], tuple[np.ndarray, np.ndarray | None, Callable]]]:
         """Reads of the pieces the tensor is written from, in order: experts (of a stacked tensor), whole matrices or
         row bands."""
         weight_path, _ = self._parts(tensor.source)
@@ -144,27 +154,31 @@ class StoreSource:
         step = max(1, BAND_BYTES // max(1, row_bytes))
         chunk = array.chunk_shape[0]
         step = max(chunk, step - step % chunk)
-        return [lambda r0=r0: (self._read(weight_path, (slice(r0, min(rows, r0 + step)),)), None)
-                for r0 in range(0, rows, step)]
+        return [lambda r0=r0: (lambda band: (band[0], None, band[1]))(
+            self._read_pooled(weight_path, ((r0, min(rows, r0 + step)),))) for r0 in range(0, rows, step)]
 
     def blocks(self, tensor: OutTensor) -> Iterator[Callable[[str], np.ndarray]]:
         """The output tensor as tasks of whole output rows, in order (see ``CheckpointSource.blocks``)."""
         if tensor.part is not None:  # a compressed-tensors part of one int8 matrix
             weight_path, _ = self._parts(tensor.source)
-            yield from int8_tasks(lambda: self._ahead(tensor.source, tensor.expert).result()[0],
-                                  lambda: self._scales(tensor.source, tensor.expert),
-                                  self.plan.array(weight_path).shape[-2:], tensor, matrix_tasks)
+            shape = self.plan.array(weight_path).shape[-2:]
+            if tensor.part != "packed":
+                yield from int8_tasks(lambda: None, lambda: self._scales(tensor.source, tensor.expert), shape,
+                                      tensor, matrix_tasks)
+                return
+            values, _, release = self._ahead(tensor.source, tensor.expert).result()
+            yield from released(int8_tasks(lambda: values, lambda: None, shape, tensor, matrix_tasks), release)
             return
         if tensor.expert is not None:  # one expert, a tensor of its own: the next expert is read meanwhile
-            weight, scales = self._ahead(tensor.source, tensor.expert).result()
-            yield from matrix_tasks(weight, scales, tensor.transpose)
+            weight, scales, release = self._ahead(tensor.source, tensor.expert).result()
+            yield from released(matrix_tasks(weight, scales, tensor.transpose), release)
             return
         units = self._units(tensor)
         pending: Future | None = _reader().submit(units[0])
         for i in range(len(units)):
-            weight, scales = pending.result()
+            weight, scales, release = pending.result()
             pending = _reader().submit(units[i + 1]) if i + 1 < len(units) else None  # read ahead
-            yield from matrix_tasks(weight, scales, tensor.transpose and weight.ndim == 2)
+            yield from released(matrix_tasks(weight, scales, tensor.transpose and weight.ndim == 2), release)
             del weight, scales
 
 

@@ -131,6 +131,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--keep", action="store_true", help="Keep the work folder (the store).")
     parser.add_argument("--preset", default="grok-1", help="grok-1 (the benchmark) or tiny (a quick check).")
+    parser.add_argument("--skip", action="append", default=[], choices=["ckpt", "bf16", "int8", "q4_k_m"],
+                        help="Leave a case out (repeatable).")
     args = parser.parse_args()
     global CONFIG
     CONFIG_NAME[0], CONFIG = args.preset, preset(args.preset, layers=1)
@@ -142,7 +144,8 @@ def main() -> None:
             if not (src / "ckpt-0").is_dir():
                 print(f"synthesizing one full-width layer into {src} ...", file=sys.stderr)
                 synthesize(src, CONFIG)
-            results["ckpt_bf16_gguf"] = _case("ckpt-0 -> bf16 gguf", src, out, "gguf", "bf16", "ckpt")
+            if "ckpt" not in args.skip:
+                results["ckpt_bf16_gguf"] = _case("ckpt-0 -> bf16 gguf", src, out, "gguf", "bf16", "ckpt")
             from grokweights.store import reshard
 
             print("reshard ...", file=sys.stderr)
@@ -150,9 +153,10 @@ def main() -> None:
             reshard(src, store, "data=1,model=8", config=CONFIG, verify=False)
             results["reshard_s"] = round(time.perf_counter() - started, 2)
             shutil.rmtree(src)  # as fetch --reshard --discard-source leaves a user
-        results["store_bf16_gguf"] = _case("store -> bf16 gguf", store, out, "gguf", "bf16", "store")
-        results["store_int8_hf"] = _case("store -> int8 hf", store, out, "hf", "int8", "store")
-        results["store_q4_k_m_gguf"] = _case("store -> q4_k_m gguf", store, out, "gguf", "q4_k_m", "store")
+        for name, fmt, dtype in (("store_bf16_gguf", "gguf", "bf16"), ("store_int8_hf", "hf", "int8"),
+                                 ("store_q4_k_m_gguf", "gguf", "q4_k_m")):
+            if dtype not in args.skip:
+                results[name] = _case(name.replace("_", " "), store, out, fmt, dtype, "store")
         print(json.dumps(results, indent=2))
     finally:
         if not args.keep:
