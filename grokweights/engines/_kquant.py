@@ -7,7 +7,8 @@ type), converts each tensor to float32 and quantises it row by row with ``ggml_q
 
 * **Types: llama.cpp's own choice.** A skeleton GGUF of the export (same metadata, same tensor names and
   float32 shapes, its data a sparse hole: no disk is used) goes through ``llama_model_quantize`` with
-  ``dry_run``, which computes every tensor's type without reading data; the types are read from its log.
+  ``dry_run`` in a child process, which computes every tensor's type without reading data; the types are
+  read from its log.
 * **Bytes: llama.cpp's own quantizer.** The export's float32 rows (the release dequantised exactly) go
   through ``ggml_quantize_chunk`` of the same ``libggml`` (llama-cpp-python's), block by block on the
   worker threads. ggml's row quantizers are independent per row, so the bytes are those ``llama-quantize``
@@ -19,6 +20,7 @@ Neither memory nor disk ever holds a float32 or BF16 model: a block is a few MiB
 from __future__ import annotations
 
 import ctypes
+import multiprocessing
 import os
 import re
 import tempfile
@@ -31,7 +33,7 @@ import numpy as np
 from ..errors import UsageError
 from ._tensor import GGML_BLOCKS, OutTensor
 
-__all__ = ["FTYPES", "choose_types", "quantize_rows", "LLAMA_TYPES"]
+__all__ = ["FTYPES", "choose_types", "dry_run_log", "quantize_rows", "LLAMA_TYPES"]
 
 #: file types llama.cpp's quantizer makes without an importance matrix -> ``llama_ftype``.
 FTYPES = {"q4_0": 2, "q4_1": 3, "q5_0": 8, "q5_1": 9, "q2_k": 10, "q3_k_s": 11, "q3_k_m": 12, "q3_k_l": 13,
@@ -106,11 +108,8 @@ def _skeleton(path: Path, tensors: list[OutTensor], write_skeleton) -> None:
     writer.close()
 
 
-def choose_types(tensors: list[OutTensor], ftype: str, write_skeleton) -> list[OutTensor]:
-    """``tensors`` (planned as float32) with the ggml type llama.cpp's quantizer gives each for ``ftype``.
-
-    ``write_skeleton(writer)`` adds the export's metadata to a ``gguf.GGUFWriter``.
-    """
+def dry_run_log(skeleton: str, ftype: int) -> tuple[int, str]:
+    """``llama_model_quantize`` of ``skeleton`` with ``dry_run``: its return code and its log (run in a child)."""
     llama_cpp = _llama()
     log: list[str] = []
 
@@ -119,23 +118,40 @@ def choose_types(tensors: list[OutTensor], ftype: str, write_skeleton) -> list[O
         log.append(text.decode("utf-8", "replace"))
 
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype, params.dry_run, params.nthread = FTYPES[ftype], True, 1
+    params.ftype, params.dry_run, params.nthread = ftype, True, 1
+    llama_cpp.llama_log_set(capture, ctypes.c_void_p(0))
+    try:
+        rc = llama_cpp.llama_model_quantize(os.fsencode(skeleton), os.fsencode(skeleton + ".out"),
+                                            ctypes.byref(params))
+    finally:
+        _restore_log(llama_cpp)
+    return rc, "".join(log)
+
+
+def choose_types(tensors: list[OutTensor], ftype: str, write_skeleton) -> list[OutTensor]:
+    """``tensors`` (planned as float32) with the ggml type llama.cpp's quantizer gives each for ``ftype``.
+
+    ``write_skeleton(writer)`` adds the export's metadata to a ``gguf.GGUFWriter``. The dry run runs in a child
+    process (``_isolated.run_isolated``): a crash of llama.cpp there is one error line, not the end of the caller.
+    """
+    from .._isolated import run_isolated
+    from ..constants import LLAMA_CPP_CRASH_HINT
+
+    _llama()  # a clear refusal here when llama-cpp-python is missing
     with tempfile.TemporaryDirectory(prefix="grokweights-kquant-") as tmp:
         source = Path(tmp) / "skeleton-f32.gguf"
         _skeleton(source, tensors, write_skeleton)
-        with _LOCK:
-            llama_cpp.llama_log_set(capture, ctypes.c_void_p(0))
-            try:
-                rc = llama_cpp.llama_model_quantize(os.fsencode(source), os.fsencode(Path(tmp) / "out.gguf"),
-                                                    ctypes.byref(params))
-            finally:
-                _restore_log(llama_cpp)
-    chosen = {m.group(1): (m.group(3) or m.group(2)).lower() for m in _LINE.finditer("".join(log))}
+        if multiprocessing.current_process().daemon:  # already a child of run_isolated: it may have none
+            rc, log = dry_run_log(os.fspath(source), FTYPES[ftype])
+        else:
+            rc, log = run_isolated(dry_run_log, os.fspath(source), FTYPES[ftype], timeout=300,
+                                   what=f"llama.cpp's quantizer choosing the {ftype} types",
+                                   hint=LLAMA_CPP_CRASH_HINT)
+    chosen = {m.group(1): (m.group(3) or m.group(2)).lower() for m in _LINE.finditer(log)}
     missing = [t.name for t in tensors if t.name not in chosen]
     if rc != 0 or missing:
         raise UsageError(f"llama.cpp's quantizer refused the {ftype} plan (return code {rc}; no type for "
-                         f"{', '.join(missing[:3]) or 'none'}): {''.join(log)[-300:].strip()}",
-                         expected=ftype, actual=rc)
+                         f"{', '.join(missing[:3]) or 'none'}): {log[-300:].strip()}", expected=ftype, actual=rc)
     out = []
     for t in tensors:
         dtype = chosen[t.name]
