@@ -192,7 +192,8 @@ def _show_fetch(report: Any) -> None:
                    f"found {problem['actual']})", err=True)
     for result in verification.report.failures if verification is not None and verification.report else ():
         click.echo(f"problem: {result.path}: {result.status} {result.detail}", err=True)
-    click.echo("verified: ok" if report.ok else "verified: FAILED - re-run the same command to repair")
+    alone = " (by the hub's sha256 alone)" if report.extra.get("provenance") == "hub-sha256-only" else ""
+    click.echo(f"verified: ok{alone}" if report.ok else "verified: FAILED - re-run the same command to repair")
 
 
 @click.command()

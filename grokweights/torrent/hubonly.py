@@ -15,6 +15,7 @@ Shards already checked are recorded in ``DEST/.grokweights/hub-<commit>.done`` (
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import logging
 import os
@@ -104,7 +105,7 @@ def _download(job: Any, shard: str, size: int, target: Path, part: Path, pace: _
                     pace.add(len(block))
                 out.flush()
                 os.fsync(out.fileno())
-        except (HubHTTPError, OSError) as exc:
+        except (HubHTTPError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:  # not disk errors
             transient = getattr(exc, "transient", True)
             tries += 1
             if not transient or tries >= _TRIES:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import hmac
+import http.client
 import logging
 import math
 import secrets
@@ -234,6 +235,9 @@ class HubBridge:
             for key in ("Content-Range", "Content-Length", "Content-Type"):
                 if resp.getheader(key):
                     handler.send_header(key, resp.getheader(key))
+            if length < 0:  # no length to tell libtorrent where the body ends: the end of the connection does
+                handler.send_header("Connection", "close")
+                handler.close_connection = True
             handler.end_headers()
             if method == "HEAD":
                 return None
@@ -271,7 +275,7 @@ class HubBridge:
                     break
                 handler.wfile.write(block)
                 sent += len(block)
-        except OSError as exc:  # the hub went away mid-body, or libtorrent hung up
+        except (OSError, http.client.HTTPException) as exc:  # the hub went away mid-body, or libtorrent hung up
             handler.close_connection = True
             if not isinstance(exc, (BrokenPipeError, ConnectionResetError)) or sent == 0:
                 self._failed(hub_path, HubHTTPError(f"{hub_path}: {exc}", transient=True))
