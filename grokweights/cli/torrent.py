@@ -136,6 +136,9 @@ def fetch(source: str, dest: Path, include: tuple[str, ...], layers: str | None,
 
     if hub_sha256_only and not hub:
         raise click.UsageError("--hub-sha256-only needs --hub OWNER/NAME")
+    if hub_sha256_only and stream.get("reshard_store"):
+        raise click.UsageError("--hub-sha256-only cannot be combined with --reshard (nothing is converted as it "
+                               "lands without the torrent): run `grokweights reshard` on the download afterwards")
     hub_options = dict(hub=hub, torrent=torrent_file, hub_sha256_only=hub_sha256_only,
                        metadata_timeout=metadata_timeout)
 

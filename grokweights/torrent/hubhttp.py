@@ -74,8 +74,8 @@ def parse_hub(text: str, *, endpoint: str | None = None) -> HubRef:
     Raises:
         UsageError: anything else, naming what was given and what is expected.
     """
-    repo, _, revision = str(text).strip().partition("@")
-    if not _REPO.fullmatch(repo) or ".." in repo or (revision != "" and not re.fullmatch(r"[^\s]{1,200}", revision)):
+    repo, at, revision = str(text).strip().partition("@")
+    if not _REPO.fullmatch(repo) or ".." in repo or (at and not re.fullmatch(r"[^\s]{1,200}", revision)):
         raise UsageError(f"bad hub repository {text!r}; expected OWNER/NAME[@REVISION], e.g. xai-org/grok-1",
                          expected="OWNER/NAME[@REVISION]", actual=text)
     return HubRef(repo, revision or "main", hub_endpoint(endpoint))

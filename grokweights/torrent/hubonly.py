@@ -26,7 +26,7 @@ from typing import Any
 from .._atomic import write_atomic
 from ..checkpoint.completion import STATE_DIR
 from ..constants import LOCAL_MANIFEST_NAME
-from ..errors import TorrentError
+from ..errors import TorrentError, UsageError
 from .hubhttp import HubHTTPError, open_url
 from .offline import manifest_table
 from .report import FetchReport, FetchVerification
@@ -132,6 +132,10 @@ def _download(job: Any, shard: str, size: int, target: Path, part: Path, pace: _
 def fetch_by_hub_sha256(job: Any) -> FetchReport:
     """Download the selected shards of the job's manifest from the hub, checked by sha256 (see the module)."""
     manifest, hub = job.source.manifest, job.hub
+    if job.options.on_run is not None or job.options.on_selected is not None:
+        raise UsageError("--hub-sha256-only downloads without the torrent, so nothing can be converted as it "
+                         "lands: drop --reshard, then run `grokweights reshard` on the download",
+                         expected="no --reshard", actual="--reshard")
     if manifest is None:
         raise TorrentError("--hub-sha256-only needs a manifest (the shards and their sizes): fetch from a "
                            "manifest name (grok-1) or give --manifest", expected="a manifest", actual="none")
