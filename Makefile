@@ -31,9 +31,10 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) tests/bench/bench_verify.py
 
-# Root only, Linux: hosts in network namespaces on shaped links, every scenario of docs/cluster.md (~10 min)
+# Root only, Linux: hosts in network namespaces on shaped links, every scenario of docs/cluster.md (~8 min).
+# Results and plots go to build/cluster; `make cluster PUBLISH=1` also copies them to the tracked docs/cluster.
 cluster: $(STAMP)
-	$(PY) -m tests.cluster --out docs/cluster
+	$(PY) -m tests.cluster --out build/cluster $(if $(PUBLISH),--publish docs/cluster)
 
 docs: $(STAMP)
 	$(PY) -m grokweights.cli._docs > docs/cli.md

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import TorrentError
+from .peers import PeerBytes
 from .state import DownloadState
 
 __all__ = ["TorrentRun", "state_name"]
@@ -84,6 +85,7 @@ class TorrentRun:
         self._last_tick = 0.0
         self._bar_done = 0
         self.file_names: Callable[[int], str] = str
+        self.peer_bytes = PeerBytes()
 
     def emit(self, event: str, **fields: Any) -> None:
         self.on_event({"event": event, "time": round(time.time(), 3), **fields})
@@ -211,7 +213,8 @@ class TorrentRun:
             self.emit("progress", state=self.phase, done=done, wanted=status.total_wanted,
                       downloaded=status.total_payload_download, uploaded=status.total_payload_upload,
                       download_rate=status.download_payload_rate, upload_rate=status.upload_payload_rate,
-                      peers=status.num_peers, seeds=status.num_seeds, hash_failures=len(self.hash_failures))
+                      peers=status.num_peers, seeds=status.num_seeds, hash_failures=len(self.hash_failures),
+                      peer_bytes=self.peer_bytes.update(self.handle.get_peer_info()))
 
     def _check_stall(self, status: Any, now: float) -> None:
         mark = (status.total_wanted_done, status.has_metadata, status.progress_ppm, status.state,

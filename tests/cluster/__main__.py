@@ -44,28 +44,33 @@ def _probe() -> str | None:
     return None
 
 
-def _scenarios(cluster: S.Cluster, plan: dict) -> list[S.Run]:
-    """Every scenario of ``plan`` in an order where the load finds the swarm's copies on hosts 1..load."""
+def _scenarios(cluster: S.Cluster, plan: dict, only: set[str] | None = None) -> list[S.Run]:
+    """Every scenario of ``plan`` (or those named in ``only``, with one-host as the reference) in an order where
+    the load finds the swarm's copies on hosts 1..load."""
+    steps = [("one-host", lambda: S.fanout(cluster, 1, swarm=True, name="one-host"))]
+    steps += [(f"origin-{n}", lambda n=n: S.fanout(cluster, n, swarm=False)) for n in plan["origin"]]
+    layers = plan["layers"]
+    steps.append((f"layers-{layers}", lambda: S.fanout(cluster, layers, swarm=True, per_host_layers=True,
+                                                       name=f"layers-{layers}")))
+    steps += [(f"swarm-{n}", lambda n=n: S.fanout(cluster, n, swarm=True)) for n in plan["swarm"]]
+    steps.append((f"load-{plan['load']}", lambda: multihost.load(cluster, plan["load"])))
+    steps += [(f"fault-{kind}", lambda kind=kind: S.fault(cluster, kind, plan["fault_n"])) for kind in plan["faults"]]
+    if only is not None:
+        unknown = only - {name for name, _ in steps}
+        if unknown:
+            raise SystemExit(f"unknown scenario(s) {', '.join(sorted(unknown))}; expected some of "
+                             f"{', '.join(name for name, _ in steps)}")
+        steps = [(name, step) for name, step in steps if name in only or name == "one-host"]
     runs = []
-
-    def record(run: S.Run) -> None:
+    for _, step in steps:
+        run = step()
         runs.append(run)
         print(f"{run.name:>20}: {run.seconds:7.1f} s  {'ok' if run.ok else 'FAILED: ' + '; '.join(run.problems)}",
               flush=True)
-
-    record(S.fanout(cluster, 1, swarm=True, name="one-host"))
-    for n in plan["origin"]:
-        record(S.fanout(cluster, n, swarm=False))
-    record(S.fanout(cluster, plan["layers"], swarm=True, per_host_layers=True, name=f"layers-{plan['layers']}"))
-    for n in plan["swarm"]:
-        record(S.fanout(cluster, n, swarm=True))
-    record(multihost.load(cluster, plan["load"]))
-    for kind in plan["faults"]:
-        record(S.fault(cluster, kind, plan["fault_n"]))
     return runs
 
 
-def run(plan: dict, out: Path, keep: bool) -> list[S.Run]:
+def run(plan: dict, out: Path, keep: bool, only: set[str] | None = None) -> list[S.Run]:
     """Build the cluster, run the scenarios, tear everything down whatever happens."""
     work = Path(tempfile.mkdtemp(prefix="gwc-"))
     try:
@@ -74,7 +79,7 @@ def run(plan: dict, out: Path, keep: bool) -> list[S.Run]:
         print(f"data: {ds.total_bytes / 1e6:.1f} MB in {len(ds.layer_bytes)} layers; "
               f"{plan['hosts']} hosts on {plan['rate']:g} Mbit/s links", flush=True)
         cluster = S.Cluster(net.build(plan["hosts"], plan["rate"]), ds, work)
-        runs = _scenarios(cluster, plan)
+        runs = _scenarios(cluster, plan, only)
         meta = {"rate_mbit": plan["rate"], "data_mb": round(ds.total_bytes / 1e6, 1), "hosts": plan["hosts"],
                 "cpus": os.cpu_count(), "seconds": round(time.monotonic() - started, 1)}
         report.write(runs, out, meta)
@@ -95,6 +100,8 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the data folders and logs")
     parser.add_argument("--strict", action="store_true", help="a missed timing target fails the run")
     parser.add_argument("--require", action="store_true", help="exit 3 instead of 0 where it cannot run")
+    parser.add_argument("--only", help="comma-separated scenarios to run (e.g. swarm-2,swarm-8); one-host always")
+    parser.add_argument("--publish", type=Path, help="also copy the results and plots here (docs/cluster)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the teardown runs
     reason = _probe()
@@ -105,7 +112,8 @@ def main() -> int:
     if args.rate:
         plan["rate"] = args.rate
     start = time.monotonic()
-    runs = run(plan, args.out, args.keep)
+    only = {name.strip() for name in args.only.split(",") if name.strip()} if args.only else None
+    runs = run(plan, args.out, args.keep, only)
     print(f"\n{report.table(runs)}\n")
     failed = False
     for target, met, figures in report.targets(runs):
@@ -114,7 +122,10 @@ def main() -> int:
         soft = target.startswith("swarm") or (args.short and target.startswith("per-host"))
         print(f"{'met   ' if met else 'MISSED'}  {target}: {figures}")
         failed |= not met and (args.strict or not soft)
-    print(f"\nresults and plot in {args.out}; {time.monotonic() - start:.0f} s in all")
+    if args.publish:
+        report.publish(args.out, args.publish)
+    print(f"\nresults and plots in {args.out}{f' (published to {args.publish})' if args.publish else ''}; "
+          f"{time.monotonic() - start:.0f} s in all")
     return 1 if failed else 0
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import hosts as H
-from . import net
+from . import net, trace
 from .data import NAME, Dataset, split_layers, verify_copy
 
 #: the longest any scenario may take, per GB moved through the origin's link at the slowest rate
@@ -32,6 +32,9 @@ class Run:
     payload: list[int] = field(default_factory=list)  # payload bytes each host downloaded (libtorrent)
     wire: list[int] = field(default_factory=list)  # bytes into each host over its link, headers included
     share: list[int] = field(default_factory=list)  # bytes each host needed
+    from_origin: list[int] = field(default_factory=list)  # payload each host downloaded from the origin
+    from_peers: list[int] = field(default_factory=list)  # ... and from the other hosts
+    origin_sent: int = 0  # payload the origin uploaded
     problems: list[str] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -89,6 +92,19 @@ def _finish(cluster: Cluster, run: Run, t0: float, procs: dict[net.Host, H.Proc]
         run.problems += [f"{host.ns}: {p}" for p in verify_copy(cluster.ds, cluster.copy_root(host), layers.get(host))]
 
 
+def _account(cluster: Cluster, run: Run, origin: H.Proc, procs: dict[net.Host, H.Proc], links: dict,
+             t0: float) -> None:
+    """After every process stopped: where each host's bytes came from, what the origin sent, the series."""
+    ip = cluster.hosts[0].ip
+    for proc in procs.values():
+        split = trace.sources(proc.events, ip)
+        run.from_origin.append(split["origin"])
+        run.from_peers.append(split["peers"])
+    run.origin_sent = trace.sent(origin.events)
+    run.notes["links"] = links
+    run.notes["timelines"] = {h.ns: trace.timeline(p.events, ip, t0) for h, p in procs.items()}
+
+
 def fanout(cluster: Cluster, n: int, *, swarm: bool, per_host_layers: bool = False, name: str | None = None) -> Run:
     """Hosts 1..n fetch the dataset at once, from the origin only or as a swarm; optionally a layer range each."""
     name = name or f"{'swarm' if swarm else 'origin'}-{n}"
@@ -102,6 +118,7 @@ def fanout(cluster: Cluster, n: int, *, swarm: bool, per_host_layers: bool = Fal
     try:
         wire0 = {h: net.link_bytes(h)[0] for h in fetchers}
         t0 = time.time()
+        sampler = trace.LinkSampler(cluster.hosts[:n + 1]).start(t0)
         procs = {h: cluster.start_fetch(name, h, fetchers, swarm=swarm, layers=layers[h]) for h in fetchers}
         try:
             _finish(cluster, run, t0, procs, wire0, layers, deadline=time.monotonic() + TIMEOUT)
@@ -110,6 +127,7 @@ def fanout(cluster: Cluster, n: int, *, swarm: bool, per_host_layers: bool = Fal
                 proc.stop()
     finally:
         origin.stop()
+    _account(cluster, run, origin, procs, sampler.stop(), t0)
     return run
 
 
@@ -127,6 +145,7 @@ def _fault_run(cluster: Cluster, name: str, n: int, act: Any, *, stagger: float 
     try:
         wire0 = {h: net.link_bytes(h)[0] for h in fetchers}
         t0 = time.time()
+        sampler = trace.LinkSampler(cluster.hosts[:n + 1]).start(t0)
         for i, host in enumerate(fetchers):
             if i == 1 and stagger:
                 time.sleep(stagger)
@@ -137,6 +156,7 @@ def _fault_run(cluster: Cluster, name: str, n: int, act: Any, *, stagger: float 
         for proc in procs.values():
             proc.stop()
         origin.stop()
+    _account(cluster, run, origin, procs, sampler.stop(), t0)
     return run
 
 
