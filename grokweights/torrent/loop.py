@@ -183,6 +183,7 @@ class TorrentRun:
             phase = "checking"  # nothing is wanted until the file selection is applied
         if phase != self.phase:
             self.phase = phase
+            self._last_tick = 0.0  # a progress event right away: the figures at the change of state
             self.emit("state", state=phase)
             if self.progress is not None and hasattr(self.progress, "set_description"):
                 self.progress.set_description(phase)
