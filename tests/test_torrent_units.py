@@ -150,3 +150,20 @@ def test_default_source_is_the_shipped_grok1_magnet():
     assert resolve_source("magnet:?xt=urn:btih:" + "0" * 40, manifest="grok-1").manifest.name == "grok-1"
     with pytest.raises(UsageError, match="does not exist"):
         resolve_source("nothing.torrent")
+
+
+def test_peer_bytes_sum_over_connections_and_keep_closed_ones():
+    from types import SimpleNamespace as Info
+
+    from grokweights.torrent.peers import PeerBytes
+
+    tally = PeerBytes()
+    assert tally.update([]) == {}
+    first = [Info(ip=("10.0.0.1", 6881), total_download=100, total_upload=5),
+             Info(ip=("10.0.0.2", 50000), total_download=7, total_upload=0)]
+    assert tally.update(first) == {"10.0.0.1": [100, 5], "10.0.0.2": [7, 0]}
+    # 10.0.0.1's connection closes after 150 bytes (last seen at 100) and it comes back on another port
+    again = [Info(ip=("10.0.0.1", 40000), total_download=30, total_upload=1),
+             Info(ip=("10.0.0.2", 50000), total_download=9, total_upload=2)]
+    assert tally.update(again) == {"10.0.0.1": [130, 6], "10.0.0.2": [9, 2]}
+    assert tally.update([]) == {"10.0.0.1": [130, 6], "10.0.0.2": [9, 2]}  # everything closed: kept

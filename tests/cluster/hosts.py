@@ -36,6 +36,7 @@ class Proc:
     def __init__(self, host: Host, args: list[str], log: Path, *, label: str) -> None:
         self.host, self.args, self.log_path, self.label = host, args, log, label
         self.events: list[dict[str, Any]] = []
+        self.cpu = 0.0  # CPU seconds used, taken when stopped
         self._lock = threading.Lock()
         self._log = open(log, "a")  # noqa: SIM115 - closed in wait()/stop()
         self._log.write(f"$ {' '.join(args)}\n")
@@ -85,9 +86,18 @@ class Proc:
             time.sleep(0.05)
         raise TimeoutError(f"{self.label}: no '{name}' within {timeout:.0f} s\n{self.tail()}")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds the command has used so far (0 once it has ended)."""
+        try:
+            fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM (the CLI saves its state and prints its summary), SIGKILL if it does not end in time."""
         if self.popen.poll() is None:
+            self.cpu = self.cpu_seconds()
             self.popen.send_signal(signal.SIGTERM)
             try:
                 self.popen.wait(timeout)

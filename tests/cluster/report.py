@@ -58,18 +58,24 @@ def targets(runs: list[Run]) -> list[tuple[str, bool, str]]:
 
 def table(runs: list[Run]) -> str:
     """One Markdown row per scenario."""
-    single = next((r.seconds for r in runs if r.name == "one-host"), None)
-    rows = ["| scenario | N | all done (s) | x one host | per host (s) | MB down per host (payload / wire) | ok |",
-            "|---|---|---|---|---|---|---|"]
+    single = next((r for r in runs if r.name == "one-host"), None)
+    rows = ["| scenario | N | all done (s) | x one host | per host (s) | MB down per host (payload / wire) "
+            "| from the origin / other hosts (MB, mean) | origin sent (copies) | ok |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
-        ratio = f"{r.seconds / single:.2f}" if single and not r.name.startswith("load-") else ""
+        ratio = f"{r.seconds / single.seconds:.2f}" if single and not r.name.startswith("load-") else ""
         per = f"{min(r.host_seconds):.1f}-{max(r.host_seconds):.1f}" if r.host_seconds else ""
         down = ""
         if r.payload and r.wire:
             down = f"{_mb(max(r.payload))} / {_mb(max(r.wire))}"
         elif r.payload:
             down = f"read {_mb(max(r.payload))}"
-        rows.append(f"| {r.name} | {r.n} | {r.seconds:.1f} | {ratio} | {per} | {down} | {'yes' if r.ok else 'NO'} |")
+        sources = copies = ""
+        if r.from_origin:
+            sources = f"{_mb(sum(r.from_origin) / len(r.from_origin))} / {_mb(sum(r.from_peers) / len(r.from_peers))}"
+            copies = f"{r.origin_sent / r.share[0]:.2f}" if r.share and len(set(r.share)) == 1 else ""
+        rows.append(f"| {r.name} | {r.n} | {r.seconds:.1f} | {ratio} | {per} | {down} | {sources} | {copies} "
+                    f"| {'yes' if r.ok else 'NO'} |")
     return "\n".join(rows)
 
 
