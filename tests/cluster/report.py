@@ -73,7 +73,7 @@ def table(runs: list[Run]) -> str:
         sources = copies = ""
         if r.from_origin:
             sources = f"{_mb(sum(r.from_origin) / len(r.from_origin))} / {_mb(sum(r.from_peers) / len(r.from_peers))}"
-            copies = f"{r.origin_sent / r.share[0]:.2f}" if r.share and len(set(r.share)) == 1 else ""
+            copies = f"{r.origin_sent / r.share[0]:.2f}" if r.share and not r.name.startswith("layers-") else ""
         rows.append(f"| {r.name} | {r.n} | {r.seconds:.1f} | {ratio} | {per} | {down} | {sources} | {copies} "
                     f"| {'yes' if r.ok else 'NO'} |")
     return "\n".join(rows)
