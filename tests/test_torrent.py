@@ -58,8 +58,8 @@ def test_magnet_only_fetch_verifies_and_json_events_parse(seeder, tmp_path):
     assert summary["ok"] and summary["hash_failures"] == 0 and summary["total_files"] == 27
     # the progress event at the end of the download says where the payload came from: all from the seeder
     last = [e for e in proc.events if e["event"] == "progress"][-1]
-    assert set(last["peer_bytes"]) == {"127.0.0.1"}
-    assert last["peer_bytes"]["127.0.0.1"][0] == last["downloaded"] == summary["downloaded_bytes"] > 0
+    assert set(last["by_peer"]) == {"127.0.0.1"}
+    assert last["by_peer"]["127.0.0.1"][0] == last["downloaded"] == summary["downloaded_bytes"] > 0
     completed = {e["path"] for e in proc.events if e["event"] == "file_completed"}
     assert len(completed) == 27
     manifest_check = summary["verification"]["manifest"]

@@ -8,6 +8,7 @@ libtorrent is imported only inside this package. Its modules, named after what t
 - :mod:`.select` - file selection, free-space preflight, size checks;
 - :mod:`.state` - lock and resume data beside the download;
 - :mod:`.loop` - alerts, progress, events, stalls, serving;
+- :mod:`.peers` - payload bytes from and to each peer address;
 - :mod:`.fetch` and :mod:`.seed` - the two operations.
 """
 

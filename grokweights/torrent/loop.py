@@ -215,7 +215,7 @@ class TorrentRun:
                       downloaded=status.total_payload_download, uploaded=status.total_payload_upload,
                       download_rate=status.download_payload_rate, upload_rate=status.upload_payload_rate,
                       peers=status.num_peers, seeds=status.num_seeds, hash_failures=len(self.hash_failures),
-                      peer_bytes=self.peer_bytes.update(self.handle.get_peer_info()))
+                      by_peer=self.peer_bytes.update(self.handle.get_peer_info()))
 
     def _check_stall(self, status: Any, now: float) -> None:
         mark = (status.total_wanted_done, status.has_metadata, status.progress_ppm, status.state,

@@ -5,7 +5,7 @@ Two independent views:
 - **the links**: a thread reads the byte counters of every host's link (the bridge end, in this namespace:
   ``/sys/class/net/gwc-v<i>/statistics``, no process started) every ``period`` seconds, so the series show
   each host's download and upload rate over time (idle uplinks, the origin's uplink filling or not);
-- **libtorrent's view**: every fetch's and the seeder's ``progress`` events carry ``peer_bytes``, the payload
+- **libtorrent's view**: every fetch's and the seeder's ``progress`` events carry ``by_peer``, the payload
   downloaded from and uploaded to each peer address; the last event of each host splits its bytes into
   "from the origin" and "from other hosts", and the origin's says how many copies it sent.
 """
@@ -67,11 +67,11 @@ class LinkSampler:
 
 
 def sources(events: list[dict[str, Any]], origin_ip: str) -> dict[str, int]:
-    """``{"origin": bytes, "peers": bytes}`` a host downloaded, from its last ``progress`` event's ``peer_bytes``."""
-    last = next((e for e in reversed(events) if e.get("event") == "progress" and "peer_bytes" in e), None)
+    """``{"origin": bytes, "peers": bytes}`` a host downloaded, from its last ``progress`` event's ``by_peer``."""
+    last = next((e for e in reversed(events) if e.get("event") == "progress" and "by_peer" in e), None)
     if last is None:
         return {"origin": 0, "peers": 0}
-    per = last["peer_bytes"]
+    per = last["by_peer"]
     origin = sum(down for ip, (down, _) in per.items() if ip == origin_ip)
     return {"origin": origin, "peers": sum(down for _, (down, _) in per.items()) - origin}
 
@@ -80,7 +80,7 @@ def timeline(events: list[dict[str, Any]], origin_ip: str, t0: float) -> dict[st
     """One host's progress over time: seconds, bytes done, bytes from the origin, bytes from peers, uploaded."""
     out: dict[str, list] = {"t": [], "done": [], "origin": [], "peers": [], "uploaded": []}
     for e in events:
-        if e.get("event") != "progress" or "peer_bytes" not in e:
+        if e.get("event") != "progress" or "by_peer" not in e:
             continue
         split = sources([e], origin_ip)
         out["t"].append(round(e["time"] - t0, 2))
