@@ -81,7 +81,8 @@ def run(plan: dict, out: Path, keep: bool, only: set[str] | None = None) -> list
         cluster = S.Cluster(net.build(plan["hosts"], plan["rate"]), ds, work)
         runs = _scenarios(cluster, plan, only)
         meta = {"rate_mbit": plan["rate"], "data_mb": round(ds.total_bytes / 1e6, 1), "hosts": plan["hosts"],
-                "cpus": os.cpu_count(), "seconds": round(time.monotonic() - started, 1)}
+                "cpus": os.cpu_count(), "seconds": round(time.monotonic() - started, 1),
+                "load_average": [round(x, 1) for x in os.getloadavg()]}  # 1, 5, 15 min: a shared machine
         report.write(runs, out, meta)
         return runs
     finally:

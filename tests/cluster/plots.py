@@ -68,17 +68,19 @@ def _sources_axes(ax: Any, runs: list, meta: dict) -> None:
         ax.bar(xs, peers, bottom=origin, color="tab:blue", label="from other hosts" if not edge else None)
         copies = r.origin_sent / (meta.get("data_mb", 1) * 1e6)
         ticks.append(sum(xs) / len(xs))
-        labels.append(f"{r.name}\norigin sent {copies:.2f} copies")
+        labels.append(f"{r.name}\norigin sent\n{copies:.2f} copies")
         edge.append(xs[-1] + 0.5)
         x = xs[-1] + 2
     if meta.get("data_mb"):
         ax.axhline(meta["data_mb"], ls="--", color="grey", lw=1, label="the checkpoint")
     for e in edge[:-1]:
         ax.axvline(e + 0.5, color="black", lw=0.5)
-    ax.set_xticks(ticks, labels, fontsize=8)
+    ax.set_xticks(ticks, labels, fontsize=7)
     ax.set_ylabel("MB of payload each host downloaded")
     ax.set_title("where each host's bytes came from (one bar per host)")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set_ylim(0, 1.2 * max([meta.get("data_mb") or 0] + [(o + p) / 1e6 for r in swarms
+                                                             for o, p in zip(r.from_origin, r.from_peers)]))
+    ax.legend(loc="upper center", fontsize=8, ncol=3)
 
 
 def timeline(run: Any, path: Path, meta: dict) -> None:
@@ -110,8 +112,8 @@ def timeline(run: Any, path: Path, meta: dict) -> None:
         bx.plot(line["t"], [b / 1e6 for b in line["origin"]], "--", color=color, lw=1)
         bx.plot(line["t"], [b / 1e6 for b in line["peers"]], "-", color=color, lw=1, label=name)
     bx.set_xlabel("seconds")
-    bx.set_ylabel("MB downloaded (dashed: from the origin, solid: from other hosts)")
-    bx.set_title(f"{run.name}: each host's sources over time")
+    bx.set_ylabel("MB downloaded")
+    bx.set_title(f"{run.name}: each host's bytes from other hosts (solid) and the origin (dashed)", fontsize=10)
     bx.legend(fontsize=7, ncol=2)
     bx.grid(alpha=0.3)
     fig.tight_layout()

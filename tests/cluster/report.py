@@ -84,7 +84,7 @@ def write(runs: list[Run], out: Path, meta: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     record = {"meta": meta, "runs": [asdict(r) for r in runs],
               "targets": [{"target": t, "met": m, "figures": f} for t, m, f in targets(runs)]}
-    (out / "results.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out / "results.json").write_text(json.dumps(record, indent=1) + "\n")
     plots.completion(runs, out / "completion.png", meta)
     swarms = sorted((r for r in runs if r.name.startswith("swarm-")), key=lambda r: r.n)
     if swarms:

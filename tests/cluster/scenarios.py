@@ -102,8 +102,9 @@ def _account(cluster: Cluster, run: Run, origin: H.Proc, procs: dict[net.Host, H
         run.from_peers.append(split["peers"])
     run.origin_sent = trace.sent(origin.events)
     run.notes["cpu_seconds"] = {"origin": round(origin.cpu, 2), **{h.ns: round(p.cpu, 2) for h, p in procs.items()}}
-    run.notes["links"] = links
-    run.notes["timelines"] = {h.ns: trace.timeline(p.events, ip, t0) for h, p in procs.items()}
+    if not run.name.startswith("origin-"):  # the series of the swarms (the origin-only ones are long and plain)
+        run.notes["links"] = links
+        run.notes["timelines"] = {h.ns: trace.timeline(p.events, ip, t0) for h, p in procs.items()}
 
 
 def fanout(cluster: Cluster, n: int, *, swarm: bool, per_host_layers: bool = False, name: str | None = None) -> Run:
