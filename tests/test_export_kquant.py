@@ -93,3 +93,17 @@ def test_k_quants_are_gguf_only(models, tmp_path):
     root, config, _ = models["tiny4"]
     with pytest.raises(UsageError, match="dtype q4_k_m is a llama.cpp quantisation"):
         export(root / "ckpt", tmp_path / "x", format="sglang", dtype="q4_k_m", config=config)
+
+
+def test_k_quants_from_a_store_are_the_same_bytes(models, tmp_path):
+    """A store (fetch --reshard) quantises to the same file as the ckpt-0/ it came from."""
+    import filecmp
+
+    from grokweights.store import reshard
+
+    root, config, _ = models["wide"]
+    reshard(root / "ckpt", tmp_path / "store", "data=2,model=4", config=config, verify=False)
+    a = isolated_export(root / "ckpt", tmp_path / "a.gguf", format="gguf", dtype="q4_k_m", config=config)
+    b = isolated_export(tmp_path / "store", tmp_path / "b.gguf", format="gguf", dtype="q4_k_m")
+    assert filecmp.cmp(a.files[0], b.files[0], shallow=False)
+    assert [t.dtype for t in a.tensors] == [t.dtype for t in b.tensors]
