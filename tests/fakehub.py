@@ -13,9 +13,9 @@ The responses follow the hub's documented format, as huggingface_hub reads it:
   unknown file 404 ``EntryNotFound``; the content path answers ``Range: bytes=a-b`` / ``bytes=a-`` with 206.
 
 Faults for the tests, settable while serving: ``corrupt`` (bytes flipped in what is served),
-``loop`` (resolve redirects in a circle), ``busy`` (statuses answered to the next resolve requests, with
-``Retry-After``), ``rate`` (bytes per second, all connections together), :meth:`FakeHub.vanish` (the
-hub goes away, in-flight bodies cut). ``python -m tests.fakehub ROOT --repo R [--rate N]`` serves a
+``loop`` (resolve redirects in a circle), ``token`` (a gated repository), ``etag`` (another sha256
+listed), ``busy`` (statuses answered to the next resolve requests, with ``Retry-After``), ``rate`` (bytes
+per second, all connections together), :meth:`FakeHub.vanish` (the hub goes away, in-flight bodies cut). ``python -m tests.fakehub ROOT --repo R [--rate N]`` serves a
 folder from its own process and prints its URL (for the benchmark).
 """
 
@@ -66,6 +66,7 @@ class FakeHub:
         self.corrupt: dict[str, set[int]] = {}  # path in the repository -> offsets of bytes flipped when served
         self.loop: set[str] = set()  # paths whose resolve redirects in a circle
         self.etag: dict[str, str] = {}  # path -> the LFS sha256 announced instead of the file's own
+        self.token: str | None = None  # a gated repository: resolve answers 401 without this bearer token
         self.busy: list[tuple[int, int]] = []  # (status, Retry-After) for the next resolve requests
         self.rate = rate
         self.gone = False
@@ -143,6 +144,8 @@ class FakeHub:
         if self.busy:
             status, wait = self.busy.pop(0)
             return _answer(handler, status, {"Retry-After": str(wait)})
+        if self.token and handler.headers.get("Authorization") != f"Bearer {self.token}":
+            return _answer(handler, 401, {"X-Error-Code": "GatedRepo"})
         if rev not in ("main", COMMIT):
             return _answer(handler, 404, {"X-Error-Code": "RevisionNotFound"})
         local = self.files[repo] / path

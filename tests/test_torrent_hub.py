@@ -76,8 +76,11 @@ def _done(proc: Proc, timeout: float = 150) -> dict:
 
 def test_hub_alone_serves_the_torrent_proves_it_and_pins_both_provenances(release, tmp_path):
     rate = 400_000
-    with _hub(release["src"]) as hub:  # this hub has every file of the torrent
+    with _hub(release["src"]) as hub:  # this hub has every file of the torrent, gated: the token is needed
+        hub.token = "hf_secret"
         summary = _done(_fetch(release, tmp_path / "dl", hub, "--max-download-rate", str(rate)))
+        proc = _fetch(release, tmp_path / "x", hub, env={"HF_TOKEN": "", "HF_HOME": str(tmp_path / "none")})
+        assert proc.finish(60) == 1 and "HTTP 401" in (err := proc.stderr()) and "HF_TOKEN" in err
         # a wrong repository or revision is one line before anything is fetched
         for wrong, code in (("xai-org/grok-2", "RepoNotFound"), (f"{REPO}@v9", "RevisionNotFound")):
             proc = Proc(*fetch_args(str(release["torrent"]), tmp_path / "x", "--hub", wrong),

@@ -50,3 +50,31 @@ def test_bridge_urls_are_recognised_so_resume_data_never_keeps_them():
     assert is_bridge_url("http://127.0.0.1:41234/grokweights-hub/s3cret/g2/")
     assert not is_bridge_url("https://mirror.example/grokweights-hub/")
     assert not is_bridge_url("http://127.0.0.1:8000/files/")
+
+
+def test_the_progress_text_names_the_hubs_bytes():
+    from grokweights.torrent.hubfetch import HubSource
+    from grokweights.torrent.hubseed import HubBridge
+
+    class Bar:  # the part of tqdm the fetch loop uses
+        text, done = "", 0
+
+        def set_postfix_str(self, text: str) -> None:
+            self.text = text
+
+        def update(self, n: int) -> None:
+            self.done += n
+
+    source, bar = HubSource("xai-org/grok-1", endpoint="http://127.0.0.1:9"), Bar()
+    shown = source.progress(bar)
+    shown.set_postfix_str("2 peers (1 seeds)")
+    assert bar.text == "2 peers (1 seeds)"  # nothing from the hub yet
+    source.bridge = HubBridge(source.ref)
+    try:
+        source.bridge.bytes_served = 1_500_000_000
+        shown.set_postfix_str("2 peers (1 seeds)")
+        shown.update(7)
+    finally:
+        source.close()
+    assert bar.text == "2 peers (1 seeds), hub 1.50 GB" and bar.done == 7
+    assert source.progress(None) is None

@@ -291,7 +291,8 @@ def _run(job: _Job) -> FetchReport:
     session = make_session(options.session())
     handle = session.add_torrent(atp)
     on_event = job.hub.events(options.on_event) if job.hub is not None else options.on_event
-    run = TorrentRun(session, handle, state=job.state, on_event=on_event, progress=options.progress,
+    progress = job.hub.progress(options.progress) if job.hub is not None else options.progress
+    run = TorrentRun(session, handle, state=job.state, on_event=on_event, progress=progress,
                      peers=tuple(dict.fromkeys([*job.peers, *atp.peers])),
                      stall_timeout=options.stall_timeout, resume_interval=options.resume_interval, wanted=())
     run.selecting = True

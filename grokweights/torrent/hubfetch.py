@@ -117,6 +117,10 @@ class HubSource:
 
         return on_event
 
+    def progress(self, bar: Any) -> Any:
+        """``bar`` with the hub's bytes added to its status text (``2 peers (1 seeds), hub 1.2 GB``)."""
+        return None if bar is None else _HubBar(bar, self)
+
     def _tick(self, bridge: HubBridge) -> None:
         swap = bridge.rearm()
         if swap is not None and self.handle is not None:
@@ -193,3 +197,18 @@ class HubSource:
                                  "actual": info.sha256})
         self.pinned = agree
         return agree, problems
+
+
+class _HubBar:
+    """A progress sink whose status text also names the bytes from the hub; all else goes to ``bar``."""
+
+    def __init__(self, bar: Any, hub: HubSource) -> None:
+        self._bar, self._hub = bar, hub
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bar, name)
+
+    def set_postfix_str(self, text: str = "", *args: Any, **kwargs: Any) -> None:
+        sent = self._hub.bridge.bytes_served if self._hub.bridge is not None else 0
+        if hasattr(self._bar, "set_postfix_str"):
+            self._bar.set_postfix_str(f"{text}, hub {sent / 1e9:.2f} GB" if sent else text, *args, **kwargs)
