@@ -15,8 +15,9 @@ The responses follow the hub's documented format, as huggingface_hub reads it:
 Faults for the tests, settable while serving: ``corrupt`` (bytes flipped in what is served),
 ``loop`` (resolve redirects in a circle), ``token`` (a gated repository), ``etag`` (another sha256
 listed), ``busy`` (statuses answered to the next resolve requests, with ``Retry-After``), ``rate`` (bytes
-per second, all connections together), :meth:`FakeHub.vanish` (the hub goes away, in-flight bodies cut). ``python -m tests.fakehub ROOT --repo R [--rate N]`` serves a
-folder from its own process and prints its URL (for the benchmark).
+per second, all connections together), :meth:`FakeHub.vanish` (the hub goes away, in-flight bodies cut).
+``python -m tests.fakehub ROOT --repo R [--rate N]`` serves a folder from its own process and prints its
+URL (for the benchmark).
 """
 
 from __future__ import annotations
