@@ -5,6 +5,7 @@ buffer of the pool, which comes back once every task made from it has run.
 
 from __future__ import annotations
 
+import mmap
 import threading
 from collections.abc import Callable, Iterable, Iterator
 
@@ -14,27 +15,32 @@ __all__ = ["BufferPool", "released"]
 
 
 class BufferPool:
-    """Buffers by shape and dtype; at most ``keep`` free ones of each are kept."""
+    """Flat byte buffers, handed out as arrays of any shape and dtype that fit: an expert of ``moe/linear`` and
+    one of ``moe/linear_1`` (transposed shapes, the same bytes) share buffers, and so do embedding bands.
+    New buffers are anonymous mappings (no huge-page hint: faulted in several times faster than numpy's
+    default); at most ``keep`` free buffers are kept, the largest."""
 
-    def __init__(self, keep: int = 2) -> None:
-        self._free: dict[tuple, list[np.ndarray]] = {}
+    def __init__(self, keep: int = 4) -> None:
+        self._free: list[np.ndarray] = []
         self._lock = threading.Lock()
         self._keep = keep
 
-    def take(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        key = (tuple(shape), np.dtype(dtype).str)
-        with self._lock:
-            free = self._free.get(key)
-            if free:
-                return free.pop()
-        return np.empty(shape, dtype)
+    def take(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        """An array of ``shape`` and ``dtype`` (its contents undefined) and the flat buffer to give back."""
+        dtype = np.dtype(dtype)
+        nbytes = max(1, int(np.prod(shape)) * dtype.itemsize)
+        with self._lock:  # the smallest free buffer that fits without wasting more than its size
+            fits = [i for i, b in enumerate(self._free) if nbytes <= b.nbytes <= 2 * nbytes]
+            flat = self._free.pop(min(fits, key=lambda i: self._free[i].nbytes)) if fits else None
+        if flat is None:
+            flat = np.frombuffer(mmap.mmap(-1, nbytes), np.uint8)
+        return flat[:nbytes].view(dtype)[:int(np.prod(shape))].reshape(shape), flat
 
-    def give(self, buf: np.ndarray) -> None:
-        key = (tuple(buf.shape), buf.dtype.str)
+    def give(self, flat: np.ndarray) -> None:
         with self._lock:
-            free = self._free.setdefault(key, [])
-            if len(free) < self._keep:
-                free.append(buf)
+            self._free.append(flat)
+            self._free.sort(key=lambda b: b.nbytes)
+            del self._free[:-self._keep]
 
 
 def released(tasks: Iterable[Callable[[str], np.ndarray]], release: Callable[[], None]

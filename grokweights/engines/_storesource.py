@@ -102,9 +102,9 @@ class StoreSource:
         bounds = (*lead, *((0, n) for n in array.shape[len(lead):]))
         if not hasattr(self.store, "read_into"):  # a Store without it: a fresh array
             return self._read(path, tuple(slice(a, b) for a, b in bounds)), lambda: None
-        buf = self._pool.take(tuple(b - a for a, b in bounds), numpy_dtype(array.dtype))
+        buf, flat = self._pool.take(tuple(b - a for a, b in bounds), numpy_dtype(array.dtype))
         self.store.read_into(path, bounds, buf).result()
-        return buf, lambda: self._pool.give(buf)
+        return buf, lambda: self._pool.give(flat)
 
     def _matrix(self, key: str, expert: int | None) -> tuple[np.ndarray, np.ndarray | None, Callable[[], None]]:
         """One expert's (or the whole tensor's) weight, its release-blocked scales, and the weight's release."""
