@@ -311,3 +311,62 @@ def test_layers_from_the_hub_fetch_only_those_files(release, tmp_path):
         assert sha256_of(tmp_path / "dl" / "tiny" / shard) == sha256_of(release["src"] / shard)
     wanted = sum(f["size"] for f in summary["files"])
     assert wanted <= summary["extra"]["hub"]["hub_bytes"] <= wanted + 2 * len(shards) * PIECE
+
+
+class _Proxy:
+    """A forward HTTP proxy on 127.0.0.1 that records what it forwarded (as ``HTTP_PROXY`` points to)."""
+
+    def __init__(self) -> None:
+        import http.client
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        seen = self.seen = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def _forward(self, method: str) -> None:
+                seen.append(self.path)
+                url = urlsplit(self.path)
+                conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("proxy-connection", "host")}
+                conn.request(method, url.path + (f"?{url.query}" if url.query else ""), headers=headers)
+                resp = conn.getresponse()
+                body = resp.read()
+                self.send_response(resp.status)
+                for key, value in resp.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection"):
+                        self.send_header(key, value)
+                self.end_headers()
+                if method != "HEAD":
+                    self.wfile.write(body)
+                conn.close()
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._forward("GET")
+
+            def do_HEAD(self) -> None:  # noqa: N802
+                self._forward("HEAD")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_hub_through_an_http_proxy_from_the_environment(release, tmp_path):
+    proxy = _Proxy()
+    try:
+        with _hub(release["src"]) as hub:
+            summary = _done(_fetch(release, tmp_path / "dl", hub, env={"HTTP_PROXY": proxy.url, "NO_PROXY": ""}))
+    finally:
+        proxy.close()
+    _same(release, tmp_path / "dl")
+    assert summary["extra"]["hub"]["hub_bytes"] >= release["bytes"]
+    assert any("/resolve/" in p for p in proxy.seen) and any("/content/" in p for p in proxy.seen)

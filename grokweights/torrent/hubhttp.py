@@ -6,7 +6,8 @@ revision resolved to (``X-Repo-Commit``), the LFS object's sha256 (``X-Linked-Et
 (``X-Linked-Size``). The endpoint and the token follow huggingface_hub's convention: ``HF_ENDPOINT``
 (default the public hub), ``HF_TOKEN``, else the token file (``HF_TOKEN_PATH``, else ``$HF_HOME/token``,
 ``HF_HOME`` defaulting to ``~/.cache/huggingface``). The token is sent to the endpoint's host only, never
-to the content servers it redirects to.
+to the content servers it redirects to. Requests go through urllib, so the usual proxy settings
+(``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``) apply.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from __future__ import annotations
 import http.client
 import os
 import re
-import ssl
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from ..errors import UsageError
@@ -120,15 +123,15 @@ def _retry_after(value: str | None) -> float | None:
         return None  # an HTTP date: the caller's own back-off applies
 
 
-def _connection(url: str, timeout: float) -> tuple[http.client.HTTPConnection, str]:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise HubHTTPError(f"{url}: not an http(s) URL")
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    if parts.scheme == "https":
-        return http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout,
-                                           context=ssl.create_default_context()), target
-    return http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout), target
+class _Manual(urllib.request.HTTPRedirectHandler):
+    """Redirects are followed by :func:`open_url` itself (bounded, loops refused, the token kept home)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+#: urllib's opener: proxies from the environment (``HTTPS_PROXY``, ``NO_PROXY``), TLS with the system's CAs
+_OPENER = urllib.request.build_opener(_Manual)
 
 
 def info_from(path: str, headers: http.client.HTTPMessage, first: HubFileInfo | None) -> HubFileInfo | None:
@@ -169,28 +172,29 @@ def open_url(url: str, *, path: str, method: str = "GET", headers: dict[str, str
         sent = dict(headers or {})
         if token and urlsplit(url).netloc == token_host:
             sent["Authorization"] = f"Bearer {token}"
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise HubHTTPError(f"{url}: not an http(s) URL")
         try:
-            conn, target = _connection(url, timeout)
-            conn.request(method, target, headers=sent)
-            resp = conn.getresponse()
-        except (OSError, http.client.HTTPException) as exc:
+            resp = _OPENER.open(urllib.request.Request(url, headers=sent, method=method), timeout=timeout)
+        except urllib.error.HTTPError as exc:  # an error status, or a redirect left to us
+            resp = exc
+        except (OSError, http.client.HTTPException, ValueError) as exc:
             raise HubHTTPError(f"{url}: no answer ({exc or type(exc).__name__})", transient=True) from None
+        status = resp.status if resp.status is not None else resp.code
         info = info_from(path, resp.headers, info)
-        if resp.status in _REDIRECTS:
-            location = resp.getheader("Location")
-            resp.read()
-            conn.close()
+        if status in _REDIRECTS:
+            location = resp.headers.get("Location")
+            resp.close()
             if not location:
-                raise HubHTTPError(f"{url}: redirect without a Location", status=resp.status)
+                raise HubHTTPError(f"{url}: redirect without a Location", status=status)
             url = urljoin(url, location)
             continue
-        if 200 <= resp.status < 300:
+        if 200 <= status < 300:
             resp.final_url = url  # type: ignore[attr-defined]
             return resp, info
-        wait = _retry_after(resp.getheader("Retry-After"))
-        resp.read(65536)
-        conn.close()
-        transient = resp.status in (408, 425, 429) or resp.status >= 500
-        code = resp.getheader("X-Error-Code")
-        raise HubHTTPError(f"{url}: HTTP {resp.status} {resp.reason}" + (f" ({code})" if code else ""),
-                           status=resp.status, transient=transient, retry_after=wait, code=code)
+        wait = _retry_after(resp.headers.get("Retry-After"))
+        code = resp.headers.get("X-Error-Code")
+        resp.close()
+        transient = status in (408, 425, 429) or status >= 500
+        raise HubHTTPError(f"{url}: HTTP {status} {resp.reason}" + (f" ({code})" if code else ""),
+                           status=status, transient=transient, retry_after=wait, code=code)
