@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_reshard import du, source  # noqa: E402
@@ -152,10 +153,10 @@ def main() -> None:
         for name, runs in results.items():
             ratios = sorted(b["seconds"] / r["seconds"] for b, r in zip(base, runs, strict=True))
             secs = sorted(r["seconds"] for r in runs)
-            print(f"{name:14} {secs[0]:7.2f} {secs[len(secs) // 2]:8.2f} {ratios[len(ratios) // 2]:10.2f}x "
+            print(f"{name:14} {secs[0]:7.2f} {median(secs):8.2f} {median(ratios):10.2f}x "
                   f"({ratios[0]:.2f}-{ratios[-1]:.2f}) {' ' * 6} {runs[0]['bytes_read'] / 1e9:8.2f} "
                   f"{max(r['peak_rss'] for r in runs) / 2**30:6.2f} GiB "
-                  f"{sorted(r['cpu'] for r in runs)[len(runs) // 2]:14.2f}")
+                  f"{median(r['cpu'] for r in runs):14.2f}")
     finally:
         if not args.keep:
             shutil.rmtree(store, ignore_errors=True)

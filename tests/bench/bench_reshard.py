@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 from grokweights.checkpoint.config import preset
 from grokweights.checkpoint.synth import synthesize
@@ -129,13 +130,13 @@ def main() -> None:
               f"{args.repeat} interleaved runs")
         print(f"{'':16} {'median s':>8} {'GB/s':>6} {'vs dd: median (min-max)':>24} {'peak RSS':>9} {'stored GB':>9}")
         print(f"{'cp -r + sync':16} {cp:8.2f} {total / cp / 1e9:6.2f}")
-        mid = sorted(dd)[len(dd) // 2]
+        mid = median(dd)
         print(f"{'dd conv=fsync':16} {mid:8.2f} {total / mid / 1e9:6.2f} {'1.00x':>10}")
         for name, results in runs.items():
             ratios = sorted(d / r["wall"] for d, r in zip(dd, results, strict=True))
-            secs = sorted(r["wall"] for r in results)[len(results) // 2]
+            secs = median(r["wall"] for r in results)
             rss, stored = max(r["peak_rss"] for r in results), results[0]["stored"]
-            print(f"{name:16} {secs:8.2f} {total / secs / 1e9:6.2f} {ratios[len(ratios) // 2]:9.2f}x "
+            print(f"{name:16} {secs:8.2f} {total / secs / 1e9:6.2f} {median(ratios):9.2f}x "
                   f"({ratios[0]:.2f}-{ratios[-1]:.2f}){' ' * 4} {rss / 2**30:5.2f} GiB {stored / 1e9:9.2f}")
     finally:
         if not args.keep and args.workdir is None:

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_load import warm  # noqa: E402
@@ -66,8 +67,8 @@ def main() -> None:
     base = [s for s, _ in runs["openssl"]]
     for name, results in runs.items():
         ratios = sorted(b / s for b, (s, _) in zip(base, results, strict=True))
-        secs = sorted(s for s, _ in results)[len(results) // 2]
-        print(f"{name:12} {secs:8.2f} {total / secs / 1e9:6.2f} {ratios[len(ratios) // 2]:14.2f}x "
+        secs = median(s for s, _ in results)
+        print(f"{name:12} {secs:8.2f} {total / secs / 1e9:6.2f} {median(ratios):14.2f}x "
               f"({ratios[0]:.2f}-{ratios[-1]:.2f}) {max(r for _, r in results) / 2**30:9.2f} GiB")
 
 
