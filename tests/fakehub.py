@@ -33,6 +33,7 @@ from urllib.parse import parse_qs, quote, unquote, urlparse
 
 COMMIT = "3f1c0b9d2e4a5f60718293a4b5c6d7e8f9012345"
 PAGE = 2  # entries per page: small, so that pagination is exercised
+ENDLESS_PAGE = 1000  # entries per page of a listing that never ends (FakeHub.endless)
 
 
 def lfs_entry(path: str, data_or_sha: bytes | str, size: int | None = None) -> dict:
@@ -71,6 +72,7 @@ class FakeHub:
         self.busy: list[tuple[int, int]] = []  # (status, Retry-After) for the next resolve requests
         self.rate = rate
         self.gone = False
+        self.endless = False  # the tree listing never ends: every page links to another of new files
         self.content_bytes = 0
         self.auth: list[tuple[str, str | None]] = []  # (path, Authorization header) of each file request
         self._lock = threading.Lock()
@@ -234,6 +236,11 @@ class FakeHub:
     def _tree(self, url, query, entries) -> tuple[int, object, dict]:
         expand = query.get("expand", ["False"])[0].lower() == "true"
         start = int(query.get("cursor", ["0"])[0])
+        rest = "&".join(f"{k}={v[0]}" for k, v in query.items() if k != "cursor")
+        if self.endless:
+            page = [{"type": "file", "oid": "c" * 40, "size": 1, "path": f"more/{start + i:012d}"}
+                    for i in range(ENDLESS_PAGE)]
+            return 200, page, {"Link": f'<{self.url}{url.path}?{rest}&cursor={start + ENDLESS_PAGE}>; rel="next"'}
         page = [dict(e) for e in entries[start:start + PAGE]]
         for e in page if expand else ():
             e["lastCommit"] = {"id": COMMIT, "title": "Upload", "date": "2024-03-17T19:45:00.000Z"}
@@ -242,7 +249,6 @@ class FakeHub:
                                            "pickleImportScan": None}
         headers = {}
         if start + PAGE < len(entries):
-            rest = "&".join(f"{k}={v[0]}" for k, v in query.items() if k != "cursor")
             headers["Link"] = f'<{self.url}{url.path}?{rest}&cursor={start + PAGE}>; rel="next"'
         return 200, page, headers
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .._atomic import write_atomic
+from .files import open_regular
 
 __all__ = ["STATE_DIR", "RECORD_SUFFIX", "CompletionRecord", "record_path", "read_record", "write_record",
            "incomplete_shards", "incomplete_reason"]
@@ -71,8 +72,9 @@ def read_record(path: str | os.PathLike[str]) -> CompletionRecord:
 
     Raises:
         ValueError: the file is not a readable completion record (too large, not JSON, wrong shape).
+        OSError: it cannot be opened, or is not a regular file (:class:`NotRegularFileError`).
     """
-    with open(path, "rb") as f:
+    with open_regular(path, what="completion record", fix="re-run the fetch that wrote it") as f:  # not a FIFO
         data = f.read(MAX_RECORD_BYTES + 1)
     if len(data) > MAX_RECORD_BYTES:
         raise ValueError(f"larger than {MAX_RECORD_BYTES} bytes")

@@ -23,6 +23,10 @@ __all__ = ["HubFile", "HubPins", "hub_files", "hub_pins", "hub_api"]
 
 logger = logging.getLogger(__name__)
 
+#: most entries read from a repository listing (the release has under 800 files): a hub whose listing never
+#: ends is refused instead of followed for ever.
+MAX_HUB_ENTRIES = 100_000
+
 
 @dataclass(frozen=True)
 class HubFile:
@@ -80,8 +84,14 @@ def hub_files(repo: str, *, revision: str | None = None, endpoint: str | None = 
         commit = api.model_info(repo, revision=revision).sha
         if not commit:
             raise GrokWeightsError(f"hub {api.endpoint}: {where} resolves to no commit", path=where)
-        tree = api.list_repo_tree(repo, recursive=True, revision=commit)
-        files = {e.path: HubFile(e.path, int(e.size), _lfs_sha256(e)) for e in tree if hasattr(e, "blob_id")}
+        files = {}
+        for count, entry in enumerate(api.list_repo_tree(repo, recursive=True, revision=commit)):  # lazy pages
+            if count >= MAX_HUB_ENTRIES:
+                raise GrokWeightsError(f"hub {api.endpoint}: {where} lists more than {MAX_HUB_ENTRIES:,} entries (a "
+                                       "listing that never ends?); give the repository of the checkpoint",
+                                       path=where, expected=f"at most {MAX_HUB_ENTRIES} entries", actual="more")
+            if hasattr(entry, "blob_id"):
+                files[entry.path] = HubFile(entry.path, int(entry.size), _lfs_sha256(entry))
     except GrokWeightsError:
         raise
     except Exception as exc:  # huggingface_hub and its HTTP client raise many kinds; one line names the repo

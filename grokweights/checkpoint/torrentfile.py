@@ -10,13 +10,19 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from ..errors import TorrentError, UsageError, VerificationError
+from ..errors import NotRegularFileError, TorrentError, UsageError, VerificationError
 from .bencode import decode_torrent
+from .files import open_regular
 
-__all__ = ["TorrentFile", "TorrentMeta", "parse_torrent", "read_torrent", "require_infohash"]
+__all__ = ["TorrentFile", "TorrentMeta", "parse_torrent", "read_torrent", "read_torrent_bytes", "require_infohash",
+           "MAX_TORRENT_BYTES", "MAX_PIECE_LENGTH"]
+
+#: largest piece accepted: libtorrent's own limit (a piece is held in memory while it is hashed).
+MAX_PIECE_LENGTH = 256 * 1024 * 1024
+#: largest ``.torrent`` file read (the 318 GB release's is about 400 kB; libtorrent itself stops at 10 MB).
+MAX_TORRENT_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -134,8 +140,8 @@ def parse_torrent(data: bytes, *, where: str = "torrent") -> TorrentMeta:
     for path, size, pad in listed:
         files.append(TorrentFile(path, size, offset, pad))
         offset += size
-    if piece_length <= 0:
-        raise _fail(where, "a positive 'piece length'", piece_length)
+    if not 0 < piece_length <= MAX_PIECE_LENGTH:
+        raise _fail(where, f"a 'piece length' between 1 and {MAX_PIECE_LENGTH} bytes", piece_length)
     expected = -(-offset // piece_length)
     if len(pieces) // 20 != expected:
         raise _fail(where, f"{expected} piece hashes for {offset} bytes in pieces of {piece_length}",
@@ -144,14 +150,35 @@ def parse_torrent(data: bytes, *, where: str = "torrent") -> TorrentMeta:
                        single_file=single, origin=where)
 
 
-def read_torrent(path: str | os.PathLike[str]) -> TorrentMeta:
-    """Read a ``.torrent`` file; errors name the file."""
-    path = Path(path)
+def read_torrent_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a ``.torrent`` file: a regular file (checked on the opened descriptor) of bounded size.
+
+    Raises:
+        UsageError: missing or unreadable, not a regular file (a FIFO, a folder, a device), or too large.
+    """
+    shown = os.fspath(path)
     try:
-        data = path.read_bytes()
+        f = open_regular(shown, what=".torrent file", fix="give a .torrent file")
+    except NotRegularFileError as exc:
+        raise UsageError(exc.message, path=shown, expected="regular file", actual=exc.actual) from None
     except OSError as exc:
-        raise UsageError(f"{path}: cannot read torrent ({exc.strerror or exc})", path=str(path)) from None
-    return parse_torrent(data, where=str(path))
+        raise UsageError(f"{shown}: cannot read torrent file ({exc.strerror or exc})", path=shown) from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_TORRENT_BYTES:
+            raise UsageError(f"{shown}: {size:,} bytes is too large for a .torrent file (at most "
+                             f"{MAX_TORRENT_BYTES:,}); give the right file", path=shown,
+                             expected=MAX_TORRENT_BYTES, actual=size)
+        data = f.read(MAX_TORRENT_BYTES + 1)
+    if len(data) > MAX_TORRENT_BYTES:  # grew while read
+        raise UsageError(f"{shown}: more than {MAX_TORRENT_BYTES:,} bytes is too large for a .torrent file; give "
+                         "the right file", path=shown, expected=MAX_TORRENT_BYTES, actual=len(data))
+    return data
+
+
+def read_torrent(path: str | os.PathLike[str]) -> TorrentMeta:
+    """Read a ``.torrent`` file (see :func:`read_torrent_bytes`); errors name the file."""
+    return parse_torrent(read_torrent_bytes(path), where=os.fspath(path))
 
 
 def require_infohash(meta: TorrentMeta, expected: str | None, *, manifest: str = "the manifest") -> None:

@@ -32,8 +32,8 @@ from urllib.parse import quote
 from .._atomic import write_atomic
 from ..checkpoint.bencode import encode
 from ..checkpoint.completion import STATE_DIR
-from ..checkpoint.files import open_regular
-from ..errors import NotRegularFileError, TorrentError, UsageError
+from ..checkpoint.torrentfile import MAX_TORRENT_BYTES, read_torrent_bytes
+from ..errors import TorrentError, UsageError
 
 __all__ = ["Source", "resolve_source", "check_info_dict", "torrent_bytes", "write_torrent", "magnet_link",
            "TORRENT_STATE_DIR", "load_torrent", "parse_magnet", "read_torrent_bytes", "MAX_TORRENT_BYTES",
@@ -43,9 +43,6 @@ logger = logging.getLogger(__name__)
 
 #: hidden folder inside ``--dest`` holding resume data and the lock.
 TORRENT_STATE_DIR = STATE_DIR
-
-#: largest ``.torrent`` file read (the 318 GB release's is about 400 kB; libtorrent itself stops at 10 MB).
-MAX_TORRENT_BYTES = 16 * 1024 * 1024
 
 _HEX40 = re.compile(r"[0-9a-fA-F]{40}")
 #: the name of the metadata a fetch saves beside the data (``DEST/<infohash>.torrent``).
@@ -95,28 +92,6 @@ def resolve_source(source: str | os.PathLike[str], *, manifest: Any = None) -> S
     loaded = _load_manifest(text)
     magnet = _manifest_magnet(loaded, text)
     return Source(text, "manifest", magnet=magnet, manifest=manifest if manifest is not None else loaded)
-
-
-def read_torrent_bytes(path: str | os.PathLike[str]) -> bytes:
-    """The bytes of a ``.torrent`` file: a regular file (checked on the opened descriptor) of bounded size.
-
-    Raises:
-        UsageError: missing or unreadable, not a regular file (a FIFO, a folder), or too large.
-    """
-    shown = os.fspath(path)
-    try:
-        f = open_regular(shown, what=".torrent file", fix="give a .torrent file")
-    except NotRegularFileError as exc:
-        raise UsageError(exc.message, path=shown, expected="regular file", actual=exc.actual) from None
-    except OSError as exc:
-        raise UsageError(f"{shown}: cannot read torrent file ({exc.strerror or exc})", path=shown) from None
-    with f:
-        size = os.fstat(f.fileno()).st_size
-        if size > MAX_TORRENT_BYTES:
-            raise UsageError(f"{shown}: {size:,} bytes is too large for a .torrent file (at most "
-                             f"{MAX_TORRENT_BYTES:,}); give the right file", path=shown,
-                             expected=MAX_TORRENT_BYTES, actual=size)
-        return f.read(MAX_TORRENT_BYTES + 1)
 
 
 def load_torrent(path: str | os.PathLike[str]) -> Any:
