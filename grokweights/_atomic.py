@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from .errors import WriteError
+
 __all__ = ["atomic_path", "atomic_file", "write_atomic"]
 
 
@@ -42,7 +44,18 @@ def atomic_file(path: str | os.PathLike[str], *, fsync: bool = False) -> Iterato
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, fsync: bool = False) -> Path:
-    """Write ``data`` (bytes, or text as UTF-8) to ``path`` atomically (see :func:`atomic_file`); returns the path."""
-    with atomic_file(path, fsync=fsync) as f:
-        f.write(data.encode() if isinstance(data, str) else data)
+    """Write ``data`` (bytes, or text as UTF-8) to ``path`` atomically (see :func:`atomic_file`); returns the path.
+
+    Raises:
+        WriteError: the file could not be written (an ``OSError`` too): one line naming it and the system's reason.
+    """
+    try:
+        with atomic_file(path, fsync=fsync) as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+    except OSError as exc:
+        if isinstance(exc, WriteError):
+            raise
+        name = os.fspath(path)
+        raise WriteError(f"{name}: cannot write this file ({exc.strerror or exc}); nothing was written under its "
+                         "name: free space, or choose another place", path=name, actual=exc.strerror) from exc
     return Path(path)

@@ -29,6 +29,7 @@ from typing import Any
 
 from ._isolated import run_isolated
 from .checkpoint.config import preset
+from .checkpoint.files import make_folder
 from .constants import CKPT_DIRNAME, LLAMA_CPP_CRASH_HINT, LOCAL_MANIFEST_NAME
 from .errors import SmokeError, StoreError, TorrentError, VerificationError
 
@@ -255,7 +256,7 @@ def run_demo(workdir: str | Path | None = None, *, seed: int = 0,
 
         simulate_cpu_devices(DEMO_DEVICES)
     work = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="grokweights-demo-"))
-    work.mkdir(parents=True, exist_ok=True)
+    make_folder(work, what="--workdir", fix="give a folder (new or existing) for the demo's files")
     run = _Runner(work, log)
     source, manifest = _core_stages(run, work, seed)
     checkpoint = _fetch_stage(run, work, source, manifest)

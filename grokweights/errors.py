@@ -107,3 +107,8 @@ class SmokeError(GrokWeightsError):
 class CrashError(GrokWeightsError):
     """Native code run in a child process died of a signal (``actual``: the signal's name), hung past its time
     limit, or exited without a result; the calling process is unharmed."""
+
+
+class WriteError(GrokWeightsError, OSError):
+    """A file could not be written (no space, too large for the file system, read-only, no permission, a folder
+    that takes no new files such as ``/proc``); nothing was left under its name."""

@@ -18,7 +18,7 @@ import os
 import stat
 from typing import IO, Any
 
-from ..errors import GrokWeightsError, NotRegularFileError
+from ..errors import GrokWeightsError, NotRegularFileError, UsageError
 
 __all__ = ["open_regular", "read_json", "parse_json", "file_kind", "check_output", "in_checkpoint_folder",
            "MAX_JSON_BYTES"]
@@ -62,6 +62,33 @@ def open_regular(path: str | os.PathLike[str], *, what: str = "file", fix: str =
     except BaseException:
         os.close(fd)
         raise
+
+
+def make_folder(path: str | os.PathLike[str], *, what: str = "folder", fix: str = "choose another folder",
+                create: bool = True) -> None:
+    """Create the folder ``path`` (and its parents), or keep it when it is one already; ``create=False`` only
+    checks that nothing but a folder is in the way (for a dry run, which creates nothing).
+
+    Raises:
+        UsageError: something else is in the way (a file, a device such as ``/dev/null``, a FIFO) or the folder
+            cannot be created (permissions, a read-only file system); one line naming ``path`` and ``fix``.
+    """
+    name = os.fspath(path)
+    try:
+        mode = os.stat(name).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise UsageError(f"{name}: cannot use this {what} ({exc.strerror or exc}); {fix}", path=name) from None
+    if mode is not None and not stat.S_ISDIR(mode):
+        raise UsageError(f"{name}: this {what} is {file_kind(mode)}, not a folder; {fix}", path=name,
+                         expected="a folder", actual=file_kind(mode))
+    if not create:
+        return
+    try:
+        os.makedirs(name, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{name}: cannot create this {what} ({exc.strerror or exc}); {fix}", path=name) from None
 
 
 def parse_json(text: str | bytes, *, source: str, what: str = "JSON file", fix: str = "fix or replace it",

@@ -160,6 +160,7 @@ def pin_from_torrent(checkpoint_dir: str | os.PathLike[str], manifest_path: str 
     manifest = load_manifest(manifest_path)
     report = verify(checkpoint_dir, manifest, torrent=torrent, progress=progress)
     source = f"torrent:{report.mode['infohash_v1']}"
+    _refuse_disagreement(manifest, report, source)
     pins = proven_pins(report)
     failed = [f"{r.path}: {r.status}" + (f" (expected {r.expected}, found {r.actual})" if r.expected else "")
               + (f": {r.detail}" if r.detail else "") for r in report.failures if r.status != "extra"]
@@ -168,6 +169,22 @@ def pin_from_torrent(checkpoint_dir: str | os.PathLike[str], manifest_path: str 
                    if r.status == "ok" and r.method == "sha256"]
     target = Path(output) if output is not None else Path(manifest_path)
     return PinReport(_save_pins(manifest, pins, source, target), source, pins, failed, unverified)
+
+
+def _refuse_disagreement(manifest: Manifest, report: Any, source: str) -> None:
+    """Raise when a recorded sha256 and the torrent disagree about a shard: its pieces pass but the hash differs,
+    or the hash matches but its pieces fail. Two sources that disagree change nothing (docs/manifests.md)."""
+    recorded = {e.path: e.sha256 for e in manifest.shards if e.sha256}
+    for r in report.results:
+        if r.status == "sha256" and r.method == "sha256+pieces":
+            why = f"its pieces pass against {source}, but its sha256 is {r.actual}"
+        elif r.status == "pieces" and r.sha256 and recorded.get(r.path) == r.sha256:
+            why = f"its sha256 matches, but its pieces fail against {source}"
+        else:
+            continue
+        raise VerificationError(f"{r.path}: the manifest records sha256 {recorded[r.path]}; {why}: the manifest and "
+                                "the torrent disagree, nothing pinned (the manifest is unchanged)", path=r.path,
+                                expected=recorded[r.path], actual=r.sha256)
 
 
 def pin_from_hub(manifest_path: str | os.PathLike[str], repo: str, *, revision: str | None = None,

@@ -201,8 +201,10 @@ def _combine(entry: ShardEntry, verdict: Verdict | None, digest: str | None, why
     """One shard's result from its sha256 (if the manifest has one) and its pieces verdict (if checked)."""
     ok = dict(path=entry.path, status="ok", sha256=digest)
     if entry.sha256 and digest is not None and digest != entry.sha256:
-        return ShardResult(entry.path, "sha256", expected=entry.sha256, actual=digest, method="sha256",
-                           sha256=digest, detail=f"pieces: {verdict.detail}" if verdict else "")
+        proven = verdict is not None and verdict.status == "ok"  # the torrent proves the data: the hash is wrong
+        return ShardResult(entry.path, "sha256", expected=entry.sha256, actual=digest,
+                           method="sha256+pieces" if proven else "sha256", sha256=digest,
+                           detail=f"pieces: {verdict.detail}" if verdict else "")
     matched = bool(entry.sha256) and digest == entry.sha256
     if verdict is None:
         return (ShardResult(**ok, method="sha256") if matched

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,26 @@ import click
 
 from ..checkpoint.config import ModelConfig, preset
 
-__all__ = ["emit_json", "human_bytes", "table", "config_options", "resolve_config", "json_option", "quiet_option"]
+__all__ = ["emit_json", "human_bytes", "table", "config_options", "resolve_config", "json_option", "quiet_option",
+           "Gibibytes"]
+
+
+class Gibibytes(click.ParamType):
+    """A positive, finite number of GiB, at most ``most`` (click's FloatRange lets ``nan`` and ``inf`` through)."""
+
+    name = "GIB"
+
+    def __init__(self, most: float = 1 << 20) -> None:
+        self.most = most
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of GiB", param, ctx)
+        if not math.isfinite(number) or not 0 < number <= self.most:
+            self.fail(f"{value!r} is not a finite number of GiB above 0 and at most {self.most:,.0f}", param, ctx)
+        return number
 
 
 def emit_json(data: Any) -> None:

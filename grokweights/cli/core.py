@@ -16,7 +16,8 @@ from ._common import config_options, emit_json, human_bytes, json_option, quiet_
 @click.option("--preset", "preset_name", type=click.Choice(["tiny", "grok-1"]), default="tiny", show_default=True,
               help="Model whose layout to synthesize.")
 @click.option("--layers", type=click.IntRange(min=1), help="Only the first N layers, at full width.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Values are a pure function of the seed.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Values are a pure function of the seed (a non-negative integer).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder to write ckpt-0/ into.")
 @click.option("--manifest/--no-manifest", "write_manifest", default=True, show_default=True,

@@ -14,7 +14,8 @@ from ._common import emit_json, human_bytes, json_option, table
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder to work in (default: a new temporary folder, removed afterwards unless --keep).")
 @click.option("--keep", is_flag=True, help="Keep the work folder.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic checkpoint.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the synthetic checkpoint (a non-negative integer).")
 @json_option
 def demo(workdir: Path | None, keep: bool, seed: int, as_json: bool) -> None:
     """Run every stage end to end on a tiny synthetic Grok-1 and print a summary table."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ._common import config_options, emit_json, human_bytes, json_option, resolve_config, table
+from ._common import Gibibytes, config_options, emit_json, human_bytes, json_option, resolve_config, table
 
 GiB = 1024**3
 #: bounds of a smoke run's input: sequences, tokens in all (batch x length), simulated CPU devices (XLA's host
@@ -98,8 +98,8 @@ def _render_plan(p) -> None:
 @click.option("--store-dtype", type=click.Choice(["keep", "bfloat16"]), default="keep", show_default=True,
               help="The store's dtype: keep (int8 + scales) or bfloat16 (dequantised).")
 @click.option("--devices", type=click.IntRange(min=1), help="Devices on the machine (default: the mesh's size).")
-@click.option("--device-memory", type=click.FloatRange(min=0, min_open=True), help="GiB of memory per device.")
-@click.option("--host-memory", type=click.FloatRange(min=0, min_open=True), help="GiB of host memory.")
+@click.option("--device-memory", type=Gibibytes(), help="GiB of memory per device.")
+@click.option("--host-memory", type=Gibibytes(), help="GiB of host memory.")
 @click.option("--cpu", "shared_host", is_flag=True, help="The devices are host CPUs (their memory is host memory).")
 @json_option
 def plan(mesh_text: str, preset_name: str | None, config_file: Path | None, rules: str, layers: str | None,
@@ -170,7 +170,7 @@ def _render_report(report) -> None:
               f"devices (at most {MAX_HOST_DEVICES}; for machines "
               "without accelerators; same as XLA_FLAGS=--xla_force_host_platform_device_count=N).")
 @click.option("--dry-run", is_flag=True, help="Only size the run for this machine (see `grokweights plan`).")
-@click.option("--device-memory", type=click.FloatRange(min=0, min_open=True),
+@click.option("--device-memory", type=Gibibytes(),
               help="GiB per device for --dry-run (default: what the backend reports).")
 @config_options
 @json_option

@@ -142,7 +142,7 @@ def fetch(source: str, dest: Path, include: tuple[str, ...], layers: str | None,
     hub_options = dict(hub=hub, torrent=torrent_file, hub_sha256_only=hub_sha256_only,
                        metadata_timeout=metadata_timeout)
 
-    if check_reshard_options(stream):
+    if check_reshard_options(stream) and not dry_run:  # a dry run plans the download; nothing is written
         with _interruptible():
             fetch_reshard(source, dest, stream["reshard_store"], mesh=stream["mesh_text"], rules=stream["rules"],
                           layers=layers, compression=stream["compression"], discard=stream["discard_source"],
@@ -164,6 +164,11 @@ def fetch(source: str, dest: Path, include: tuple[str, ...], layers: str | None,
         _json_line({"event": "summary", **report.to_dict()})
     else:
         _show_fetch(report)
+    if report.dry_run and report.extra.get("does_not_fit"):  # after the plan: what would be fetched, then why not
+        from ..errors import InsufficientSpaceError
+
+        raise InsufficientSpaceError(report.extra["does_not_fit"], path=report.dest, expected=report.needed_bytes,
+                                     actual=report.free_bytes)
     raise SystemExit(0 if report.ok else 1)
 
 

@@ -74,9 +74,13 @@ def parse_token_ids(text: str) -> list[list[int]]:
     sequences = []
     for part in text.split(";"):
         items = [item for item in part.replace(" ", ",").split(",") if item]
-        if not items or not all(item.isdigit() for item in items):
-            raise UsageError(f"bad token ids {text!r}: expected comma-separated non-negative integers, "
-                             "sequences separated by ';' (e.g. '1,2,3;4,5,6')", expected="ids", actual=text)
+        if not items or not all(item.isascii() and item.isdigit() for item in items):
+            raise UsageError(f"bad token ids {text[:80]!r}: expected comma-separated non-negative integers, "
+                             "sequences separated by ';' (e.g. '1,2,3;4,5,6')", expected="ids", actual=text[:80])
+        too_large = next((item for item in items if len(item) > 9), None)
+        if too_large is not None:  # no vocabulary has a billion tokens; int32 is what the model takes
+            raise UsageError(f"bad token id {too_large[:40]}: larger than any vocabulary; give ids below the "
+                             "model's vocab_size", expected="< vocab_size", actual=too_large[:40])
         sequences.append([int(item) for item in items])
     if len({len(s) for s in sequences}) > 1:
         raise UsageError(f"token sequences must have one length, got {[len(s) for s in sequences]}; pad with 0",

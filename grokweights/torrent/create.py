@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..checkpoint.torrentfile import MAX_PIECE_LENGTH
 from ..errors import UsageError
 from .meta import load_torrent, magnet_link, torrent_bytes, write_torrent
 
@@ -80,7 +81,7 @@ def create_torrent(directory: str | os.PathLike[str], output: str | os.PathLike[
     Args:
         directory: the folder to share (e.g. the one holding ``ckpt-0/``); it becomes the torrent's name.
         output: where to write the ``.torrent``; default ``directory/<infohash>.torrent``.
-        piece_size: bytes per piece (a power of two, >= 16 KiB); default from :func:`piece_size_for`.
+        piece_size: bytes per piece (a power of two, 16 KiB to 256 MiB); default from :func:`piece_size_for`.
         web_seeds: HTTP mirrors (BEP 19) whose URL + name + path serve the same files.
         trackers: announce URLs.
         comment: free text stored in the torrent.
@@ -99,9 +100,10 @@ def create_torrent(directory: str | os.PathLike[str], output: str | os.PathLike[
         raise UsageError(f"{directory} holds no files to share", path=directory)
     total = sum(size for _, size in files)
     piece_size = piece_size or piece_size_for(total)
-    if piece_size < 16 * 1024 or piece_size & (piece_size - 1):
-        raise UsageError(f"piece size {piece_size} must be a power of two of at least 16 KiB",
-                         expected="power of two >= 16384", actual=piece_size)
+    if not 16 * 1024 <= piece_size <= MAX_PIECE_LENGTH or piece_size & (piece_size - 1):
+        raise UsageError(f"piece size {piece_size} must be a power of two from 16 KiB to {MAX_PIECE_LENGTH >> 20} MiB "
+                         "(libtorrent's largest)", expected=f"power of two in 16384..{MAX_PIECE_LENGTH}",
+                         actual=piece_size)
     entries = [lt.create_file_entry(f"{directory.name}/{rel}", size) for rel, size in files]
     ct = lt.create_torrent(entries, piece_size, flags=lt.create_torrent.v1_only)
     ct.set_creator("grokweights")

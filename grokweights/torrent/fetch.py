@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..checkpoint.files import make_folder
 from ..constants import LOCAL_MANIFEST_NAME
 from ..errors import UsageError
 from .completed import Completion
@@ -34,7 +35,7 @@ from .select import (
     check_sizes,
     checkpoint_root,
     file_table,
-    preflight,
+    plan_space,
     require_manifest_for_layers,
     select_files,
 )
@@ -226,6 +227,9 @@ def _verify(job: _Job, manifest: Any) -> FetchVerification:
     return FetchVerification(checked=len(job.selected), problems=problems, report=report)
 
 
+_DEST_FIX = "give a folder (new or existing) to download into"
+
+
 def fetch(source: str | os.PathLike[str] = "grok-1", dest: str | os.PathLike[str] = ".",
           options: FetchOptions | None = None, **overrides: Any) -> FetchReport:
     """Fetch a checkpoint by BitTorrent into ``dest``; resumable, selective, verified.
@@ -245,8 +249,9 @@ def fetch(source: str | os.PathLike[str] = "grok-1", dest: str | os.PathLike[str
         UsageError: bad options.
     """
     options = _options(options, overrides)
+    options.session()  # a bad --listen is refused before anything else, a dry run included
     dest = Path(dest).resolve()
-    dest.mkdir(parents=True, exist_ok=True)
+    make_folder(dest, what="--dest", fix=_DEST_FIX, create=False)
     src = resolve_source(source, manifest=options.manifest)
     require_manifest_for_layers(options.layers, src.manifest)
     endpoints = tuple(p if isinstance(p, tuple) else parse_endpoint(p) for p in options.peers)
@@ -257,6 +262,7 @@ def fetch(source: str | os.PathLike[str] = "grok-1", dest: str | os.PathLike[str
     planned = dry_run_from_manifest(src, job.state, atp, options) if options.dry_run else None
     if planned is not None:  # no metadata at hand: the manifest answers, no session waits for peers
         return FetchReport(**planned)
+    make_folder(dest, what="--dest", fix=_DEST_FIX)
     job.state.acquire()
     try:
         if options.hub:
@@ -342,8 +348,8 @@ def _select(job: _Job, run: TorrentRun, trackers: list[str]) -> FetchReport:
                                 manifest=job.source.manifest)
     if options.on_selected is not None:
         job.selected = list(options.on_selected(job.files, job.selected))
-    needed, free = preflight(job.dest, job.selected, free=options.free_space if options.check_space
-                             else (lambda path: 1 << 62))
+    needed, free, does_not_fit = plan_space(job.dest, job.selected, dry_run=options.dry_run,
+                                            free=options.free_space if options.check_space else (lambda path: 1 << 62))
     selected_bytes = sum(f.size for f in job.selected)
     root = checkpoint_root(job.files)
     run.emit("selected", files=len(job.selected), total_files=len(job.files), bytes=selected_bytes,
@@ -354,7 +360,7 @@ def _select(job: _Job, run: TorrentRun, trackers: list[str]) -> FetchReport:
         checkpoint=str(job.dest / root) if root is not None else None,
         manifest=None, files=tuple(f.to_dict() for f in job.selected), total_files=len(job.files),
         selected_bytes=selected_bytes, needed_bytes=needed, free_bytes=free, dry_run=options.dry_run,
-        ok=options.dry_run)
+        ok=options.dry_run and does_not_fit is None, extra={"does_not_fit": does_not_fit} if does_not_fit else {})
 
 
 def _download(job: _Job, run: TorrentRun, trackers: list[str]) -> FetchReport:

@@ -81,6 +81,10 @@ class TorrentRun:
         self._last_save = time.monotonic()
         self._last_move = time.monotonic()
         self._last_mark: tuple[Any, ...] = ()
+        self._done_high = 0
+        #: ``(host, port)`` of peers libtorrent banned (hash failures): not dialled again
+        self.banned: set[tuple[str, int]] = set()
+        self._filtered: set[str] = set()
         self._last_connect = 0.0
         self._last_tick = 0.0
         self._bar_done = 0
@@ -123,7 +127,23 @@ class TorrentRun:
             elif isinstance(alert, (lt.peer_disconnected_alert, lt.peer_error_alert, lt.peer_connect_alert)):
                 logger.debug("%s", alert.message())
             elif isinstance(alert, lt.peer_ban_alert):
+                self._ban(_endpoint(alert.endpoint))
                 self.emit("peer_banned", peer=str(alert.endpoint))
+
+    def _ban(self, peer: tuple[str, int]) -> None:
+        """Keep a peer libtorrent banned (corrupt data) banned: never dialled again, and its address refused
+        altogether (it would come back from another port) unless a peer we were given shares that address."""
+        import libtorrent as lt
+
+        self.banned.add(peer)
+        if peer[0] in {_endpoint(p)[0] for p in self.peers} or peer[0] in self._filtered:
+            return
+        self._filtered.add(peer[0])
+        rules = lt.ip_filter()
+        for host in self._filtered:
+            rules.add_rule(host, host, 1)  # 1: blocked
+        self.session.set_ip_filter(rules)
+        logger.warning("peer %s sent corrupt data: banned, its address blocked for this download", peer[0])
 
     def select(self, indices: Iterable[int]) -> None:
         """Report completion for these files only, including those that completed before they were selected."""
@@ -191,7 +211,8 @@ class TorrentRun:
         if self.peers and status.num_peers == 0 and now - self._last_connect > 1.0:
             self._last_connect = now
             for peer in self.peers:
-                self.handle.connect_peer(peer)
+                if _endpoint(peer) not in self.banned:  # a peer banned for corrupt data stays banned
+                    self.handle.connect_peer(peer)
         if (self.state is not None and now - self._last_save > self.resume_interval
                 and status.has_metadata and self.handle.need_save_resume_data()):
             self.save_resume()
@@ -218,8 +239,10 @@ class TorrentRun:
                       by_peer=self.peer_bytes.update(self.handle.get_peer_info()))
 
     def _check_stall(self, status: Any, now: float) -> None:
-        mark = (status.total_wanted_done, status.has_metadata, status.progress_ppm, status.state,
-                status.total_payload_upload)
+        # progress is verified data: bytes that fail their hash are taken back (total_wanted_done falls), so
+        # only a new high-water mark counts, and pieces passed; a peer sending corrupt data does not move it
+        self._done_high = max(self._done_high, status.total_wanted_done)
+        mark = (self._done_high, status.num_pieces, status.has_metadata, status.state, status.total_payload_upload)
         if mark != self._last_mark:
             self._last_mark = mark
             self._last_move = now
@@ -253,3 +276,9 @@ class TorrentRun:
             status = self.tick()
             if done(status):
                 return status
+
+
+def _endpoint(peer: Any) -> tuple[str, int]:
+    """``(host, port)`` of a peer given as a tuple or a libtorrent endpoint."""
+    host, port = tuple(peer)[:2]
+    return str(host), int(port)

@@ -16,7 +16,7 @@ from typing import Any
 from ..checkpoint.manifest import Manifest
 from ..errors import TorrentError
 from .meta import Source, check_info_dict, load_torrent
-from .select import TorrentFile, preflight, select_files
+from .select import TorrentFile, plan_space, select_files
 from .state import DownloadState
 
 __all__ = ["dry_run_from_manifest", "manifest_table", "metadata_from"]
@@ -47,7 +47,7 @@ def dry_run_from_manifest(src: Source, state: DownloadState, atp: Any, options: 
         return None
     files = manifest_table(src.manifest)
     selected = select_files(files, include=options.include, layers=options.layers, manifest=src.manifest)
-    needed, free = preflight(state.dest, selected, free=options.free_space)
+    needed, free, does_not_fit = plan_space(state.dest, selected, free=options.free_space, dry_run=True)
     if options.on_event is not None:
         options.on_event({"event": "selected", "files": len(selected), "total_files": len(files),
                           "bytes": sum(f.size for f in selected), "needed": needed, "free": free,
@@ -57,5 +57,7 @@ def dry_run_from_manifest(src: Source, state: DownloadState, atp: Any, options: 
                 torrent=str(state.torrent_path), checkpoint=None, manifest=str(origin),
                 files=tuple(f.to_dict() for f in selected), total_files=len(files),
                 selected_bytes=sum(f.size for f in selected), needed_bytes=needed, free_bytes=free, dry_run=True,
-                ok=True, extra={"metadata": "pending", "paths": "below the torrent's top folder, not known until "
-                                "the metadata arrives; bytes of the manifest's shards only"})
+                ok=does_not_fit is None,
+                extra={"metadata": "pending", "paths": "below the torrent's top folder, not known until the metadata "
+                       "arrives; bytes of the manifest's shards only",
+                       **({"does_not_fit": does_not_fit} if does_not_fit else {})})

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._space import free_space, gib
+from .._space import free_space, gib, require_space
 from ..checkpoint.layout import parse_layers
 from ..constants import CKPT_DIRNAME, LOCAL_MANIFEST_NAME
 from ..errors import InsufficientSpaceError, UsageError
 
-__all__ = ["TorrentFile", "file_table", "select_files", "preflight", "check_sizes", "checkpoint_root",
+__all__ = ["TorrentFile", "file_table", "select_files", "preflight", "plan_space", "check_sizes", "checkpoint_root",
            "require_manifest_for_layers"]
 
 
@@ -124,19 +124,29 @@ def _on_disk(path: Path, size: int) -> int:
 
 def preflight(dest: Path, selected: list[TorrentFile], *,
               free: Callable[[Path], int] | None = None) -> tuple[int, int]:
-    """Check the bytes still to write fit at ``dest``; returns ``(needed, available)``.
+    """Check the bytes still to write fit at ``dest`` (through :func:`grokweights._space.require_space`); returns
+    ``(needed, available)``.
 
     Raises:
         InsufficientSpaceError: with the bytes needed, available and the path.
     """
     needed = sum(f.size - _on_disk(dest / f.path, f.size) for f in selected)
-    available = (free or free_space)(dest)
-    if needed > available:
-        raise InsufficientSpaceError(
-            f"not enough free space at {dest}: {needed:,} bytes still to fetch ({gib(needed)}), "
-            f"{available:,} available ({gib(available)}); free {gib(needed - available)} or fetch fewer files "
-            "with --include / --layers", path=str(dest), expected=needed, actual=available)
+    available = free(dest) if free is not None else free_space(dest)
+    require_space(dest, needed, what="still to fetch", measure=lambda _: available,
+                  hint=f"free {gib(max(needed - available, 0))} or fetch fewer files with --include / --layers")
     return needed, available
+
+
+def plan_space(dest: Path, selected: list[TorrentFile], *, free: Callable[[Path], int] | None = None,
+               dry_run: bool = False) -> tuple[int, int, str | None]:
+    """:func:`preflight` for a plan: ``(needed, available, problem)``; a dry run reports a selection that does
+    not fit in ``problem`` (so the plan is still shown) where a real run raises."""
+    try:
+        return (*preflight(dest, selected, free=free), None)
+    except InsufficientSpaceError as exc:
+        if not dry_run:
+            raise
+        return int(exc.expected), int(exc.actual), exc.message
 
 
 def check_sizes(dest: Path, selected: Iterable[TorrentFile]) -> list[dict[str, Any]]:
