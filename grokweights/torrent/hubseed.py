@@ -208,7 +208,7 @@ class HubBridge:
     def serve(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         """Answer one web-seed request of libtorrent."""
         secret, _, rest = unquote(handler.path.split("?")[0]).removeprefix(BRIDGE_PREFIX).partition("/")
-        if not hmac.compare_digest(secret, self._secret):  # another local process: no file, and no token used
+        if not hmac.compare_digest(secret.encode(), self._secret.encode()):  # another local process: nothing
             return _empty(handler, 403)
         torrent_path = rest.partition("/")[2]
         hub_path = self.paths.get(torrent_path)
