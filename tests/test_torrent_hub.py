@@ -243,6 +243,7 @@ def test_dead_swarm_metadata_from_torrent_file_or_refused_or_by_hub_sha256(relea
         proc = _fetch(release, tmp_path / "c", hub, "--metadata-timeout", "1", "--hub-sha256-only", source=manifest)
         summary = _done(proc)
     assert summary["extra"]["provenance"] == "hub-sha256-only" and "verify" in summary["extra"]["note"]
+    assert any(e["event"] == "selected" and e["provenance"] == "hub-sha256-only" for e in proc.events)
     assert summary["downloaded_bytes"] == sum(f["size"] for f in summary["files"])
     local = json.loads((tmp_path / "c" / "tiny" / LOCAL_MANIFEST_NAME).read_text())
     assert {s["sha256_source"] for s in local["shards"]} == {f"hub:{REPO}@{COMMIT}"}

@@ -147,13 +147,17 @@ class HubSource:
         commit = self.commit
 
         def head(path: str) -> tuple[str, HubFileInfo | None]:
-            try:
-                resp, info = open_url(self.ref.url(path, commit), path=path, method="HEAD", token=self.token)
-                resp.close()
-                return path, info
-            except HubHTTPError as exc:
-                logger.info("hub %s: %s", path, exc)
-                return path, None
+            for attempt in range(3):  # a busy hub (429, 5xx) is asked again after a pause
+                try:
+                    resp, info = open_url(self.ref.url(path, commit), path=path, method="HEAD", token=self.token)
+                    resp.close()
+                    return path, info
+                except HubHTTPError as exc:
+                    logger.info("hub %s: %s", path, exc)
+                    if not exc.transient or attempt == 2:
+                        break
+                    time.sleep(min(exc.retry_after or 2.0 * (attempt + 1), 30.0))
+            return path, None
 
         todo = [p for p in paths if p not in known]
         with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -144,6 +144,10 @@ def fetch_by_hub_sha256(job: Any) -> FetchReport:
     options = job.options
     selected = select_files(files, include=options.include, layers=options.layers, manifest=manifest)
     needed, free = preflight(job.dest, selected, free=options.free_space)
+    if options.on_event is not None:
+        options.on_event({"event": "selected", "time": round(time.time(), 3), "files": len(selected),
+                          "total_files": len(files), "bytes": sum(f.size for f in selected), "needed": needed,
+                          "free": free, "torrent": None, "provenance": "hub-sha256-only"})
     expected = {s.path: s.sha256 for s in manifest.shards}
     hub.commit = hub.resolve_commit_of(selected[0].shard) if selected else None
     state = job.dest / STATE_DIR
