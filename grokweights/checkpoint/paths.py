@@ -16,10 +16,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..constants import CKPT_DIRNAME, SHARD_GLOB, SHARD_RE
+from ..constants import CKPT_DIRNAME, SHARD_GLOB, SHARD_RE, STORE_INDEX_NAME, STORE_LOCK_NAME
 from ..errors import GrokWeightsError
 
-__all__ = ["resolve_checkpoint_dir", "shard_files", "checkpoint_bytes"]
+__all__ = ["resolve_checkpoint_dir", "shard_files", "checkpoint_bytes", "source_kind", "STORE", "CHECKPOINT"]
+
+STORE = "store"
+CHECKPOINT = CKPT_DIRNAME
 
 
 def resolve_checkpoint_dir(path: str | os.PathLike[str]) -> Path:
@@ -43,3 +46,25 @@ def shard_files(ckpt: Path) -> list[Path]:
 def checkpoint_bytes(path: str | os.PathLike[str]) -> int:
     """Total size of the shard files of the checkpoint at ``path`` (any layout that resolves)."""
     return sum(p.stat().st_size for p in shard_files(resolve_checkpoint_dir(path)))
+
+
+def source_kind(path: str | os.PathLike[str]) -> str:
+    """``"store"`` or ``"ckpt-0"``: the one answer to "is this a resharded store or an official checkpoint?"
+    (``load``, ``smoke``, ``verify`` and ``export`` all ask it).
+
+    A remote tensorstore URL is a store; so is a folder holding the store index, or one a reshard has begun
+    (its lock file or array folders: opening it then says the reshard has not finished). A folder in which a
+    checkpoint can be found (``ckpt-0/``, or shard files) is a checkpoint. Anything else is treated as a store,
+    so that opening it explains what is missing. Only the file system is looked at (no store package import).
+    """
+    text = os.fspath(path)
+    if "://" in text and not text.startswith("file://"):
+        return STORE
+    if any(os.path.lexists(os.path.join(text, name))
+           for name in (STORE_INDEX_NAME, STORE_LOCK_NAME, "language_model", "transformer")):
+        return STORE
+    try:
+        resolve_checkpoint_dir(text)
+    except GrokWeightsError:
+        return STORE
+    return CHECKPOINT

@@ -11,16 +11,15 @@ from pathlib import Path
 import click
 
 from .. import _progress
-from ..constants import STORE_INDEX_NAME, STORE_LOCK_NAME
+from ..checkpoint.paths import STORE, source_kind
 from ._common import emit_json, human_bytes, table
 
 __all__ = ["is_store", "verify_store_command"]
 
 
 def is_store(path: str | os.PathLike[str]) -> bool:
-    """A local folder holding a store index, or a store a reshard has begun (lock file or array folders)."""
-    return any(os.path.lexists(os.path.join(path, name))
-               for name in (STORE_INDEX_NAME, STORE_LOCK_NAME, "language_model", "transformer"))
+    """Whether ``verify PATH`` checks a store (see :func:`grokweights.checkpoint.paths.source_kind`)."""
+    return source_kind(path) == STORE
 
 
 def verify_store_command(store: Path, *, as_json: bool, quiet: bool) -> None:

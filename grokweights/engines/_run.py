@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._sizes import parse_size
 from .._space import require_space
 from ..checkpoint.config import ModelConfig
 from ..checkpoint.layout import layer_indices
@@ -47,9 +48,6 @@ __all__ = ["export", "ExportReport", "parse_size"]
 DEFAULT_SHARD_BYTES = {"gguf": 0, "sglang": 5 * 10**9, "hf": 5 * 10**9}
 #: room kept for headers, vocabulary and config files when checking free space.
 _METADATA_MARGIN = 64 * 2**20
-_UNITS = {"": 1, "B": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
-          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "KB": 10**3, "MB": 10**6, "GB": 10**9}
-
 
 @dataclass
 class ExportReport:
@@ -80,23 +78,6 @@ class ExportReport:
                 "tensors": len(self.tensors), "bytes": self.bytes, "files": self.files,
                 "seconds": round(self.seconds, 3), "dry_run": self.dry_run,
                 "verified": self.verified}
-
-
-def parse_size(text: str | int | None) -> int | None:
-    """``"5G"``, ``"500MiB"``, ``"1000000"`` or an int -> bytes (None stays None)."""
-    if text is None or isinstance(text, int):
-        return text
-    raw = str(text).strip().upper().replace(" ", "")
-    number = raw.rstrip("KMGTIB")
-    unit = raw[len(number):]
-    try:
-        value = int(float(number) * _UNITS[unit])
-    except (ValueError, KeyError, OverflowError):
-        raise UsageError(f"bad size {text!r}; expected e.g. 5G, 500MiB or a byte count",
-                         expected="N[K|M|G|T][iB]", actual=text) from None
-    if value <= 0:
-        raise UsageError(f"size must be positive, got {text!r}", expected="> 0", actual=text)
-    return value
 
 
 def _publish(fmt: str, staging: Path, dst: Path, files: list[Path], existing: list[Path]) -> list[Path]:

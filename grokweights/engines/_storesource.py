@@ -26,7 +26,6 @@ import numpy as np
 
 from ..checkpoint.config import ModelConfig
 from ..checkpoint.dtypes import ITEMSIZE, numpy_dtype
-from ..constants import STORE_INDEX_NAME
 from ..errors import LayoutMismatchError, UsageError
 from ._int8 import int8_tasks
 from ._readbuf import BufferPool, released
@@ -194,11 +193,10 @@ def _ranges(layers: list[int]) -> str:
 
 
 def is_store(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a store (a tensorstore URL, or a folder holding the store index), not a checkpoint."""
-    text = os.fspath(path)
-    if "://" in text and not text.startswith("file://"):
-        return True
-    return os.path.isfile(os.path.join(text, STORE_INDEX_NAME))
+    """Whether ``path`` is a store, not a checkpoint (decided by :func:`grokweights.checkpoint.paths.source_kind`)."""
+    from ..checkpoint.paths import STORE, source_kind
+
+    return source_kind(path) == STORE
 
 
 def open_source(path: str | os.PathLike[str], config: ModelConfig | str | None):

@@ -29,13 +29,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .._sizes import parse_size
 from ..errors import UsageError
 
 __all__ = ["SessionOptions", "make_session", "add_flags", "parse_rate", "parse_endpoint", "parse_size"]
 
 logger = logging.getLogger(__name__)
-
-_SUFFIXES = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 #: DHT bootstrap nodes libtorrent uses by default; only contacted when DHT is on.
 _DHT_BOOTSTRAP = "dht.libtorrent.org:25401,router.bittorrent.com:6881,router.utorrent.com:6881"
@@ -45,21 +44,9 @@ _DHT_BOOTSTRAP = "dht.libtorrent.org:25401,router.bittorrent.com:6881,router.uto
 REQUESTS_IN = 64
 
 
-def parse_size(text: str | int | None, *, what: str = "size") -> int | None:
-    """Parse ``"512K"``, ``"16M"``, ``"2G"`` or a plain number of bytes; None and ``0`` mean no value."""
-    if text is None or isinstance(text, int):
-        return text or None
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", str(text), re.IGNORECASE)
-    if not match:
-        raise UsageError(f"bad {what} {text!r}; expected bytes with an optional K/M/G suffix, e.g. '50M'",
-                         expected="N[K|M|G]", actual=text)
-    value = int(float(match.group(1)) * _SUFFIXES[match.group(2).upper()])
-    return value or None
-
-
 def parse_rate(text: str | int | None) -> int | None:
-    """A rate in bytes per second (suffixes K/M/G accepted); None or 0 means unlimited."""
-    return parse_size(text, what="rate")
+    """A rate in bytes per second (units as :func:`grokweights._sizes.parse_size`); None or 0 means unlimited."""
+    return parse_size(text, what="rate", zero_ok=True) or None
 
 
 def parse_endpoint(text: str, *, what: str = "peer") -> tuple[str, int]:
