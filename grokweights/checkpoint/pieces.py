@@ -249,7 +249,8 @@ class PieceHasher:
         return check
 
     def _read_pieces(self, meta, fp, fh, path, neighbours, check, digest, progress) -> None:
-        """Read the file chunk by chunk (whole pieces) and queue the SHA-1 and sha256 jobs."""
+        """Read the file chunk by chunk (whole pieces): SHA-1 of its pieces here, on the reading thread; the
+        chunk's sha256 update handed to the one sha256 worker."""
         length = meta.piece_length
         group = max(1, self.chunk_bytes // length)
         for n, g0 in enumerate(range(fp.first, fp.last + 1, group)):

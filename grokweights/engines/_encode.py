@@ -29,7 +29,6 @@ Piece = tuple[np.ndarray, bool]
 
 #: worker threads for block conversion.
 WORKERS = max(1, min(4, os.cpu_count() or 1))
-_POOL: ThreadPoolExecutor | None = None
 _FREE: list[np.ndarray] = []
 _FREE_LOCK = threading.Lock()
 _BYTES_PER_ROW = {"f32": lambda c: 4 * c, "f16": lambda c: 2 * c, "bf16": lambda c: 2 * c, "i8pack": lambda c: c,
@@ -92,21 +91,21 @@ def encode_pieces(pieces: Iterable[Piece], shape: tuple[int, int], dtype: str) -
 
 
 def run_ordered(tasks: Iterable[Any], fn: Callable[[Any], np.ndarray]) -> Iterator[np.ndarray]:
-    """``fn(task)`` for each task on the worker threads, yielded in task order, a bounded number in flight."""
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="grokweights-export")
+    """``fn(task)`` for each task on the worker threads, yielded in task order, a bounded number in flight.
+
+    The threads belong to this call: they are shut down when it ends (or is abandoned), so no export leaves
+    idle threads behind in the caller's process."""
+    pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="grokweights-export")
     pending: collections.deque = collections.deque()
     try:
         for task in tasks:
-            pending.append(_POOL.submit(fn, task))
+            pending.append(pool.submit(fn, task))
             if len(pending) >= 2 * WORKERS:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
     finally:
-        for future in pending:
-            future.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def encode(block: np.ndarray, dtype: str) -> np.ndarray:

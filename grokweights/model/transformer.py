@@ -34,8 +34,8 @@ from .layers import attention, attention_mask, rms_norm
 from .moe import moe
 from .params import Params, QuantizedWeight
 
-__all__ = ["forward", "prepare_forward", "ForwardProgram", "abstract_params", "forward_shape", "check_params",
-           "normalize_layers", "auto_mesh", "EMBED", "FINAL_NORM", "PAD_TOKEN"]
+__all__ = ["forward", "prepare_forward", "dtype_name", "ForwardProgram", "abstract_params", "forward_shape",
+           "check_params", "normalize_layers", "auto_mesh", "EMBED", "FINAL_NORM", "PAD_TOKEN"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,8 @@ def normalize_layers(layers: Iterable[int] | str | None, config: ModelConfig) ->
     return layer_indices(layers, num_layers=config.num_layers)
 
 
-def _dtype_name(dtype: Any) -> str:
+def dtype_name(dtype: Any) -> str:
+    """The name of a compute dtype (``"bfloat16"``, ``"float32"``) from a jnp dtype or its name."""
     try:
         name = jnp.dtype(dtype).name
     except TypeError:
@@ -238,7 +239,7 @@ def prepare_forward(params: Params, tokens: Any, config: ModelConfig, *,
     Args and errors are those of :func:`forward`.
     """
     chosen = normalize_layers(layers, config)
-    name = _dtype_name(dtype)
+    name = dtype_name(dtype)
     ids = _check_tokens(tokens, config)
     check_params(params, config, chosen)
     wanted = {spec.path for spec in select(layout(config), layers=chosen)}
@@ -289,6 +290,6 @@ def forward_shape(config: ModelConfig, batch: int, length: int, *, layers: Itera
                   dtype: Any = jnp.bfloat16) -> jax.ShapeDtypeStruct:
     """Trace the forward pass on abstract parameters of ``config`` with ``jax.eval_shape``: no memory used."""
     chosen = normalize_layers(layers, config)
-    fn = functools.partial(_forward_impl, config=config, layers=chosen, dtype=jnp.dtype(_dtype_name(dtype)))
+    fn = functools.partial(_forward_impl, config=config, layers=chosen, dtype=jnp.dtype(dtype_name(dtype)))
     return jax.eval_shape(fn, abstract_params(config, layers=chosen),
                           jax.ShapeDtypeStruct((batch, length), jnp.int32))

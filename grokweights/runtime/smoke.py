@@ -277,9 +277,9 @@ def _prepare(store: str | os.PathLike[str], config: Any, mesh: Any, layers: Any,
     import jax
 
     from ..model.tokenizer import Tokenizer
-    from ..model.transformer import _dtype_name, normalize_layers
+    from ..model.transformer import dtype_name, normalize_layers
 
-    name = _dtype_name(dtype)
+    name = dtype_name(dtype)
     source = _source(store, config)
     spec = _mesh_spec(mesh, source, jax.device_count())
     chosen = normalize_layers(layers, source.config) if layers is not None else source.layers

@@ -30,7 +30,9 @@ class FetchVerification:
         out: dict[str, Any] = {"checked": self.checked, "problems": list(self.problems), "ok": self.ok}
         if self.report is not None:
             out["manifest"] = self.report.to_dict()
-            out["sha256_checked"] = sum(1 for r in self.report.results if r.status == "ok")
+            # shards whose sha256 was compared with the manifest's (a shard proven by pieces alone is not counted)
+            out["sha256_checked"] = sum(1 for r in self.report.results
+                                        if r.status == "ok" and "sha256" in (r.method or ""))
         return out
 
 
