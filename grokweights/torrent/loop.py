@@ -136,7 +136,8 @@ class TorrentRun:
         import libtorrent as lt
 
         self.banned.add(peer)
-        if peer[0] in {_endpoint(p)[0] for p in self.peers} or peer[0] in self._filtered:
+        others = {_endpoint(p)[0] for p in self.peers if _endpoint(p) not in self.banned}
+        if peer[0] in others or peer[0] in self._filtered:
             return
         self._filtered.add(peer[0])
         rules = lt.ip_filter()
