@@ -272,3 +272,26 @@ def test_a_fifo_in_place_of_the_store_lock_is_refused_in_one_line(tiny_source, t
     result = run_cli(["reshard", tiny_source, dst, "--mesh", MESH, "--no-verify"], timeout=30)
     assert_clean_failure(result, codes=(1,), names=".grokweights.lock", fix=("not a regular file", "remove it"))
     assert sorted(p.name for p in dst.iterdir()) == [".grokweights.lock"]
+
+
+@pytest.mark.parametrize("how", ["enospc", "efbig"])
+def test_a_full_disk_during_reshard_is_one_line(tiny_source, tmp_path, how):
+    """Campaign 2, item 19: `reshard` on a real ENOSPC or EFBIG printed a traceback."""
+    import shutil as sh
+
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if how == "enospc":  # a real full disk: a 256 KiB tmpfs in a private mount namespace
+        if os.geteuid() != 0 or sh.which("unshare") is None:
+            pytest.skip("a private tmpfs needs root and unshare")
+        wrap = ["unshare", "-m", "sh", "-c", 'mount -t tmpfs -o size=256k tmpfs "$0" || exit 99; exec "$@"',
+                str(folder)]
+    else:  # EFBIG: no file of this process may grow past 20 kB
+        if sh.which("prlimit") is None:
+            pytest.skip("prlimit is not installed")
+        wrap = ["prlimit", "--fsize=20000", "--"]
+    # the preflight believes there is room (someone else fills the disk during the reshard)
+    result = run_cli(["reshard", tiny_source, folder / "st", "--mesh", MESH, "--no-verify"], timeout=120,
+                     env={"GROKWEIGHTS_FREE_SPACE_BYTES": str(10**12)}, wrap=wrap, memory=JAX_MEMORY)
+    assert_clean_failure(result, codes=(1,), names=str(folder / "st"), fix=("cannot write to the store",
+                                                                             "rerun `grokweights reshard`"))

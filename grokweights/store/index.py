@@ -17,7 +17,7 @@ from typing import Any
 
 from ..checkpoint.files import MAX_JSON_BYTES
 from ..constants import STORE_INDEX_NAME, STORE_LOCK_NAME
-from ..errors import StoreError
+from ..errors import StoreError, WriteError
 from ..sharding.plan import FORMAT_VERSION, ReshardPlan
 from . import kv as tskv
 from .specs import kvstore_spec
@@ -115,7 +115,13 @@ def write_index(kv: dict[str, Any], plan: ReshardPlan, digests: dict[str, str], 
         "plan": plan.to_dict(), "sha256": digests, "metadata": metadata, "source": {"manifest": source},
     }
     index["digest"] = index_digest(index)
-    tskv.write_key(kv, STORE_INDEX_NAME, json.dumps(index, indent=1).encode(), ctx=ctx)
+    try:
+        tskv.write_key(kv, STORE_INDEX_NAME, json.dumps(index, indent=1).encode(), ctx=ctx)
+    except ValueError as exc:  # tensorstore: no space, read-only, ...
+        where = f"{kv.get('path', '').rstrip('/')}/{STORE_INDEX_NAME}"
+        raise WriteError(f"{where}: cannot write the store index ({str(exc).splitlines()[0][:200]}); free space or "
+                         "choose another destination, then rerun `grokweights reshard` into the store", path=where,
+                         ) from None
 
 
 def _current_index(dst: str | os.PathLike[str], ctx: Any) -> dict[str, Any] | None:

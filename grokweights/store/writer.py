@@ -37,7 +37,7 @@ import numpy as np
 from ..checkpoint.dtypes import numpy_dtype
 from ..checkpoint.quant import dequantize_region, expand_scales
 from ..checkpoint.shards import drop_pages, read_shard
-from ..errors import StoreError
+from ..errors import StoreError, WriteError
 from ..sharding.plan import FORMAT_VERSION, ArrayPlan
 from . import kv as tskv
 from .chunkfile import ChunkFault, encode, scratch, trailer_of, write_chunk
@@ -123,6 +123,15 @@ def chunk_stats(array: ArrayPlan, kv: dict[str, Any], ctx: Any) -> dict[str, int
         return None
     known = all(size >= 0 for size in sizes.values())  # type: ignore[operator]
     return {"count": len(sizes), "bytes": sum(sizes.values()) if known else -1}  # type: ignore[arg-type]
+
+
+def _write_error(kv: dict[str, Any], key: str, exc: BaseException) -> WriteError:
+    """One line for a store write the file system refused (no space, file too large, read-only, ...)."""
+    where = f"{(local_path(kv) or kv.get('path', '')).rstrip('/')}/{key}"
+    why = getattr(exc, "strerror", None) or str(exc).splitlines()[0][:200]
+    return WriteError(f"{where}: cannot write to the store ({why}); free space (or raise the file size limit) or "
+                      "choose another destination, then rerun `grokweights reshard` into the store: complete arrays "
+                      "are kept", path=where)
 
 
 class ArrayWriter:
@@ -222,7 +231,10 @@ class ArrayWriter:
         def finish(entry: tuple[list[Any], np.ndarray, np.ndarray | None]) -> None:
             futures, data, consumed = entry
             for f in futures:
-                f.result()
+                try:
+                    f.result()
+                except ValueError as exc:  # a tensorstore write (compressed arrays)
+                    raise _write_error(self.kv, array.store_path, exc) from None
             drop_pages(consumed)
             self.progress(data.nbytes)
 
@@ -272,10 +284,13 @@ class ArrayWriter:
                 block = buf
             key = f"{array.store_path}/{chunk_key(position)}"
             rank = int(np.ravel_multi_index(position, grid)) if grid else 0
-            if kvs is None:
-                table[rank] = write_chunk(os.path.join(self.root, *key.split("/")), memoryview(block))
-            else:
-                table[rank], trailer = encode(memoryview(block))
-                kvs.write(key, block.tobytes() + trailer).result()
+            try:
+                if kvs is None:
+                    table[rank] = write_chunk(os.path.join(self.root, *key.split("/")), memoryview(block))
+                else:
+                    table[rank], trailer = encode(memoryview(block))
+                    kvs.write(key, block.tobytes() + trailer).result()
+            except (OSError, ValueError) as exc:  # ValueError: tensorstore's kvstore
+                raise _write_error(self.kv, key, exc) from None
 
         return lambda position, data, local: self._chunks.submit(encode_one, position, data, local)
