@@ -13,7 +13,9 @@ one-line :class:`~grokweights.errors.StoreError` that tensorstore's refusals als
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import mmap
 import os
 import stat
 import struct
@@ -26,7 +28,7 @@ from ..checkpoint.files import file_kind
 from ..errors import StoreError
 from .chunks import CRC_BYTES
 
-__all__ = ["ChunkFault", "chunk_error", "checksum", "read_verified", "write_chunk", "encode", "trailer_of",
+__all__ = ["ChunkFault", "chunk_error", "checksum", "populate", "read_verified", "write_chunk", "encode", "trailer_of",
            "scratch", "HARDWARE", "PIECE_BYTES", "MOVED"]
 
 #: bytes read (and checksummed) per step: the checksum then runs over bytes still in cache
@@ -47,6 +49,36 @@ def scratch(nbytes: int) -> np.ndarray:
     if buf is None or buf.nbytes < nbytes:
         buf = _SCRATCH.buf = np.empty(max(nbytes, 1), np.uint8)
     return buf[:nbytes]
+
+
+_MADV_POPULATE_WRITE = 23  # Linux 5.14+
+_LIBC: object = None
+
+
+def populate(address: int, nbytes: int) -> None:
+    """Fault in the whole pages of ``[address, address + nbytes)`` in one call (``MADV_POPULATE_WRITE``).
+
+    Fresh pages of an anonymous mapping are otherwise faulted in one trap per page by the copy that fills them;
+    populating a piece just before it is read costs less kernel time, and the zeroed pages are still in cache
+    when the copy writes them. Pages already present are left as they are; where the kernel lacks the call,
+    nothing happens.
+    """
+    global _LIBC
+    if _LIBC is False:
+        return
+    if _LIBC is None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+            _LIBC = libc
+        except (OSError, AttributeError):
+            _LIBC = False
+            return
+    start = -(-address // mmap.PAGESIZE) * mmap.PAGESIZE
+    stop = (address + nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
+    if stop > start and _LIBC.madvise(start, stop - start, _MADV_POPULATE_WRITE) != 0 \
+            and ctypes.get_errno() in (errno.EINVAL, errno.ENOSYS):  # an older kernel: stop asking
+        _LIBC = False
 
 
 def checksum(data: object, value: int = 0) -> int:
@@ -80,11 +112,12 @@ def _open(path: str) -> int:
     return fd
 
 
-def read_verified(path: str, dest: memoryview, expected: int | None = None) -> int:
+def read_verified(path: str, dest: memoryview, expected: int | None = None, *, fresh: bool = False) -> int:
     """Read the chunk at ``path`` into ``dest`` (exactly its data bytes), checking its checksum; returns it.
 
     The checksum must equal the file's trailer (the bytes are intact) and, when given, ``expected`` (the value
     recorded for this chunk's position when the array was written: the chunk is the one that belongs here).
+    ``fresh``: ``dest`` is fresh memory; each piece's pages are faulted in just before it is read (:func:`populate`).
 
     Raises:
         ChunkFault: missing, not a regular file, truncated or too long, corrupt, or moved.
@@ -100,8 +133,11 @@ def read_verified(path: str, dest: memoryview, expected: int | None = None) -> i
         if st.st_size > size + CRC_BYTES:
             raise ChunkFault("is corrupt", f"DATA_LOSS: {st.st_size} bytes, expected {size + CRC_BYTES}")
         value, offset, trailer = 0, 0, bytearray(CRC_BYTES)
+        base = np.frombuffer(dest, np.uint8).ctypes.data if fresh and size else 0
         while offset < size:
             piece = dest[offset:offset + PIECE_BYTES]
+            if base:
+                populate(base + offset, piece.nbytes)
             last = offset + piece.nbytes >= size
             got = os.preadv(fd, [piece, trailer] if last else [piece], offset)
             if got < piece.nbytes + (CRC_BYTES if last else 0):

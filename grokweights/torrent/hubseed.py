@@ -144,9 +144,10 @@ class HubBridge:
         """A piece failed its hash check: whether the hub had sent bytes of it. If so it counts as the hub's,
         and a file holding the whole piece is not asked from the hub again."""
         with self._lock:
+            # once the hub sent bytes of a piece, every failure of it is the hub's: the alert of a failure can
+            # arrive before or after the bridge counted a second serving of the same piece
             if not 0 <= piece < len(self._served) or self._served[piece] == 0:
                 return False
-            self._served[piece] -= 1
             self.bad_pieces.add(piece)
             first = bisect.bisect_right(self._starts, piece * self._piece) - 1
             last = bisect.bisect_right(self._starts, (piece + 1) * self._piece - 1) - 1
