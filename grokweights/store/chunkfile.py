@@ -28,8 +28,8 @@ from ..checkpoint.files import file_kind
 from ..errors import StoreError
 from .chunks import CRC_BYTES
 
-__all__ = ["ChunkFault", "chunk_error", "checksum", "populate", "read_verified", "write_chunk", "encode", "trailer_of",
-           "scratch", "HARDWARE", "PIECE_BYTES", "MOVED"]
+__all__ = ["ChunkFault", "chunk_error", "checksum", "check_place", "populate", "read_verified", "write_chunk",
+           "encode", "trailer_of", "scratch", "HARDWARE", "PIECE_BYTES", "MOVED"]
 
 #: bytes read (and checksummed) per step: the checksum then runs over bytes still in cache
 PIECE_BYTES = 1 << 20
@@ -152,9 +152,18 @@ def read_verified(path: str, dest: memoryview, expected: int | None = None, *, f
     if value != recorded:
         raise ChunkFault("is corrupt (crc32c mismatch)",
                          f"Digest mismatch: computed {value:08x}, stored {recorded:08x}")
+    check_place(value, expected)
+    return value
+
+
+def check_place(value: int, expected: int | None) -> None:
+    """A chunk carrying checksum ``value`` is the one written at its position (``expected``, from the chunk table).
+
+    Raises:
+        ChunkFault: it is not (moved, or from another array or store).
+    """
     if expected is not None and value != expected:
         raise ChunkFault(MOVED, f"its crc32c {value:08x} is not the {expected:08x} recorded for this position")
-    return value
 
 
 def trailer_of(path: str) -> int:

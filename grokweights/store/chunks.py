@@ -12,8 +12,8 @@ import itertools
 import math
 from dataclasses import dataclass
 
-__all__ = ["ChunkPart", "chunk_key", "chunk_positions", "chunk_keys", "grid_shape", "parts_of", "CRC_BYTES",
-           "encoded_size"]
+__all__ = ["ChunkPart", "chunk_key", "chunk_positions", "chunk_keys", "chunk_rank", "grid_shape", "parts_of",
+           "CRC_BYTES", "encoded_size"]
 
 #: bytes of the crc32c codec's trailer
 CRC_BYTES = 4
@@ -29,6 +29,14 @@ def grid_shape(shape: tuple[int, ...], chunk_shape: tuple[int, ...]) -> tuple[in
 def chunk_key(position: tuple[int, ...]) -> str:
     """The default-encoded key of the chunk at ``position`` (``c/0/1/0``; ``c`` alone for a 0-d array)."""
     return "/".join(("c", *map(str, position)))
+
+
+def chunk_rank(position: tuple[int, ...], grid: tuple[int, ...]) -> int:
+    """The index of the chunk at ``position`` in C order of a grid of shape ``grid`` (its chunk table entry)."""
+    rank = 0
+    for p, n in zip(position, grid, strict=True):
+        rank = rank * n + p
+    return rank
 
 
 def chunk_positions(shape: tuple[int, ...], chunk_shape: tuple[int, ...]) -> list[tuple[int, ...]]:

@@ -22,12 +22,14 @@ from typing import Any
 import numpy as np
 
 from .chunkfile import ChunkFault, chunk_error, read_verified, scratch
-from .chunks import ChunkPart, grid_shape, parts_of
+from .chunks import ChunkPart, chunk_rank, grid_shape, parts_of
 
 __all__ = ["LocalChunks", "Pending", "pool"]
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
+
+
 def pool() -> ThreadPoolExecutor:
     """The process's chunk-reading threads (one per CPU, at least 2; reads from a cold disk overlap too)."""
     global _POOL
@@ -88,10 +90,7 @@ class LocalChunks:
 
     def _read(self, part: ChunkPart, out: np.ndarray) -> None:
         path = os.path.join(self.folder, *part.key.split("/"))
-        expected = None
-        if self.table is not None:
-            expected = self.table[int(np.ravel_multi_index(part.position, self._grid))] if self._grid else \
-                self.table[0]
+        expected = None if self.table is None else self.table[chunk_rank(part.position, self._grid)]
         if part.whole:  # fresh destination pages: populated piece by piece, just before each piece is read
             target = out[part.outer]
             read_verified(path, memoryview(target.reshape(-1).view(np.uint8)), expected, fresh=True)

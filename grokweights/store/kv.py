@@ -18,11 +18,12 @@ from typing import Any
 from ..checkpoint.files import open_regular
 from ..constants import STORE_IO_ENV
 from ..errors import NotRegularFileError, StoreError
-from .chunkfile import chunk_error
+from .chunkfile import ChunkFault, chunk_error, trailer_of
+from .chunks import CRC_BYTES
 from .specs import local_path
 
 __all__ = ["context", "open_array", "open_kvstore", "read_key", "read_small", "write_key", "delete_key",
-           "make_durable", "read_into", "read_error", "key_sizes", "read_suffix", "use_tensorstore"]
+           "make_durable", "read_into", "read_error", "key_sizes", "read_suffix", "chunk_trailer", "use_tensorstore"]
 
 _ROOT: Any = None
 
@@ -184,6 +185,24 @@ def read_suffix(kvstore: dict[str, Any], key: str, nbytes: int, *, ctx: Any = No
     """The last ``nbytes`` of ``key`` (None when absent), read as a byte range where the driver allows."""
     result = open_kvstore(kvstore, ctx=ctx).read(key, byte_range=slice(-nbytes, None)).result()
     return bytes(result.value) if result.state == "value" else None
+
+
+def chunk_trailer(kvstore: dict[str, Any], key: str, *, ctx: Any = None) -> int:
+    """The checksum the chunk at ``key`` carries (its last 4 bytes), without reading the rest: a local chunk file
+    opened without blocking (regular files only), elsewhere a byte-range read.
+
+    Raises:
+        ChunkFault: missing, not a regular file, or shorter than a checksum.
+    """
+    root = local_path(kvstore)
+    if root is not None:
+        return trailer_of(os.path.join(root, *key.split("/")))
+    raw = read_suffix(kvstore, key, CRC_BYTES, ctx=ctx)
+    if raw is None:
+        raise ChunkFault("is missing", "NOT_FOUND")
+    if len(raw) < CRC_BYTES:
+        raise ChunkFault("is truncated", f"Not enough data: {len(raw)} bytes")
+    return int.from_bytes(raw[-CRC_BYTES:], "little")
 
 
 def write_key(kvstore: dict[str, Any], key: str, value: bytes, *, ctx: Any = None) -> None:

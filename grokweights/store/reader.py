@@ -29,18 +29,16 @@ from ..constants import STORE_INDEX_NAME
 from ..errors import StoreError
 from ..sharding.mesh import MeshSpec, RuleSet
 from ..sharding.plan import ArrayPlan, ReshardPlan
-from .chunkfile import MOVED, ChunkFault, chunk_error, trailer_of
-from .chunks import CRC_BYTES, grid_shape, parts_of
+from .chunkfile import ChunkFault, check_place, chunk_error
+from .chunks import chunk_rank, grid_shape, parts_of
 from .fastread import LocalChunks
 from .index import UNFINISHED, read_index, store_state
-from .kv import context, open_array, read_into, read_small, read_suffix, use_tensorstore
-from .specs import local_path, record_of, zarr3_spec
+from .kv import chunk_trailer, context, open_array, read_into, read_small, use_tensorstore
+from .specs import MAX_ZARR_JSON_BYTES, kvstore_spec, local_path, record_of, zarr3_spec
 
 __all__ = ["Store", "Region", "MAX_ZARR_JSON_BYTES"]
 
 Region = tuple[tuple[int, int], ...]
-#: a ``zarr.json`` larger than this is refused (Grok-1's largest, with its chunk table, is a few KiB)
-MAX_ZARR_JSON_BYTES = 16 * 1024 * 1024
 
 
 class Store:
@@ -55,8 +53,6 @@ class Store:
     """
 
     def __init__(self, location: str | os.PathLike[str], *, io: str | None = None) -> None:
-        from .specs import kvstore_spec
-
         self.location = os.fspath(location)
         self.kvstore = kvstore_spec(location)
         self.io = io or ("tensorstore" if use_tensorstore() else "auto")
@@ -185,31 +181,22 @@ class Store:
     def _trailers(self, array: ArrayPlan, parts: list[Any]) -> list[tuple[Any, int]]:
         """The checksum each chunk of ``parts`` carries (tensorstore path), read before tensorstore reads them:
         a chunk that is not a regular file (a FIFO would block tensorstore) or is missing is refused here."""
-        root = local_path(self.kvstore)
         out = []
         for part in parts:
-            key = f"{array.store_path}/{part.key}"
             try:
-                if root is not None:
-                    value = trailer_of(os.path.join(root, *key.split("/")))
-                else:
-                    raw = read_suffix(self.kvstore, key, CRC_BYTES, ctx=self._ctx)
-                    if raw is None:
-                        raise ChunkFault("is missing", "NOT_FOUND")
-                    value = int.from_bytes(raw[-CRC_BYTES:], "little")
+                out.append((part, chunk_trailer(self.kvstore, f"{array.store_path}/{part.key}", ctx=self._ctx)))
             except ChunkFault as fault:
                 raise chunk_error(self.location, array.store_path, part.key, fault.cause, fault.detail) from None
-            out.append((part, value))
         return out
 
     def _bound(self, array: ArrayPlan, trailers: list[tuple[Any, int]], table: list[int] | None) -> None:
         """Once tensorstore read the chunks intact: each carries the checksum recorded for its position."""
         grid = grid_shape(array.shape, array.chunk_shape)
         for part, value in trailers:
-            expected = table[int(np.ravel_multi_index(part.position, grid))] if grid else table[0]  # type: ignore
-            if value != expected:
-                raise chunk_error(self.location, array.store_path, part.key, MOVED,
-                                  f"its crc32c {value:08x} is not the {expected:08x} recorded for this position")
+            try:
+                check_place(value, table[chunk_rank(part.position, grid)])  # type: ignore[index]
+            except ChunkFault as fault:
+                raise chunk_error(self.location, array.store_path, part.key, fault.cause, fault.detail) from None
 
     def read(self, store_path: str, region: tuple[slice, ...] = ()) -> np.ndarray:
         """Read ``region`` (slices) of an array as numpy; a bad chunk raises a one-line StoreError."""

@@ -14,7 +14,8 @@ from urllib.parse import urlparse
 from ..checkpoint.dtypes import ITEMSIZE
 from ..errors import UsageError
 
-__all__ = ["kvstore_spec", "local_path", "join", "codecs_for", "zarr3_spec", "record_of", "RECORD_KEY"]
+__all__ = ["kvstore_spec", "local_path", "join", "codecs_for", "zarr3_spec", "record_of", "RECORD_KEY",
+           "MAX_ZARR_JSON_BYTES"]
 
 
 def kvstore_spec(location: str | os.PathLike[str]) -> dict[str, Any]:
@@ -79,6 +80,10 @@ def _zarr_dtype(name: str) -> str:
                          expected=list(ITEMSIZE), actual=name)
     return name
 
+
+#: a ``zarr.json`` larger than this is refused before it is read (Grok-1's largest, with its chunk table, is a few
+#: KiB)
+MAX_ZARR_JSON_BYTES = 16 * 1024 * 1024
 
 #: the key of an array's ``zarr.json`` attributes under which reshard records plan entry, source and digest.
 RECORD_KEY = "grokweights"

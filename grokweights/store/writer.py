@@ -40,9 +40,9 @@ from ..checkpoint.shards import drop_pages, read_shard
 from ..errors import StoreError, WriteError
 from ..sharding.plan import FORMAT_VERSION, ArrayPlan
 from . import kv as tskv
-from .chunkfile import ChunkFault, encode, scratch, trailer_of, write_chunk
-from .chunks import CRC_BYTES, chunk_key, chunk_keys, grid_shape
-from .specs import RECORD_KEY, local_path, record_of, zarr3_spec
+from .chunkfile import ChunkFault, encode, scratch, write_chunk
+from .chunks import chunk_key, chunk_keys, chunk_rank, grid_shape
+from .specs import MAX_ZARR_JSON_BYTES, RECORD_KEY, local_path, record_of, zarr3_spec
 
 __all__ = ["ArrayWriter", "completed", "chunk_stats", "source_identity"]
 
@@ -94,7 +94,12 @@ def _row_provider(array: ArrayPlan, source: Any) -> RowOf:
 def completed(array: ArrayPlan, kv: dict[str, Any], ctx: Any, source: dict[str, Any]) -> str | None:
     """The recorded sha256 when ``array`` is published, matches the plan and the source, and every chunk it
     recorded is there (same count; on a local store the same total size); None otherwise."""
-    raw = tskv.read_key(kv, f"{array.store_path}/zarr.json", ctx=ctx)
+    try:
+        raw = tskv.read_small(kv, f"{array.store_path}/zarr.json", limit=MAX_ZARR_JSON_BYTES, what="zarr.json",
+                              ctx=ctx)
+    except StoreError as exc:  # a FIFO or an oversized file in its place: the array is rewritten
+        logger.warning("%s; rewriting it", exc)
+        return None
     if raw is None:
         return None
     record = record_of(raw)
@@ -203,13 +208,7 @@ class ArrayWriter:
         table = []
         for key in chunk_keys(array.shape, array.chunk_shape):
             try:
-                if self.root is not None:
-                    table.append(trailer_of(os.path.join(self.root, array.store_path, *key.split("/"))))
-                    continue
-                raw = tskv.read_suffix(self.kv, f"{array.store_path}/{key}", CRC_BYTES, ctx=self.ctx)
-                if raw is None:
-                    raise ChunkFault("is missing", "NOT_FOUND")
-                table.append(int.from_bytes(raw[-CRC_BYTES:], "little"))
+                table.append(tskv.chunk_trailer(self.kv, f"{array.store_path}/{key}", ctx=self.ctx))
             except ChunkFault as fault:
                 raise StoreError(f"{array.store_path}: chunk {key} {fault.cause} right after it was written (another "
                                  "writer in this store?); rerun reshard", path=array.store_path) from None
@@ -283,7 +282,7 @@ class ArrayWriter:
                 whole[tuple(slice(0, n) for n in part.shape)] = part
                 block = buf
             key = f"{array.store_path}/{chunk_key(position)}"
-            rank = int(np.ravel_multi_index(position, grid)) if grid else 0
+            rank = chunk_rank(position, grid)
             try:
                 if kvs is None:
                     table[rank] = write_chunk(os.path.join(self.root, *key.split("/")), memoryview(block))
