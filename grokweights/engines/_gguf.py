@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..checkpoint.config import ModelConfig
+from ._directwrite import OutputFile
 from ._hfconfig import ATTN_SOFTCAP, CONTEXT_LENGTH, RMS_EPS, ROPE_THETA
 from ._kquant import FTYPES
 from ._safetensors import write_tensor
@@ -84,7 +85,7 @@ def metadata_writer(config: ModelConfig, layers: int, dtype: str, vocab: Vocab) 
     return lambda writer: _metadata(writer, config, layers, dtype, vocab)
 
 
-def _pad(f, align: int) -> None:
+def _pad(f: OutputFile, align: int) -> None:
     f.write(b"\0" * (-f.tell() % align))
 
 
@@ -103,13 +104,15 @@ def write_gguf(path: Path, tensors: list[OutTensor], blocks: Callable[[OutTensor
     writer.write_header_to_file(path)  # opens every split file (the writer names them as split_names does)
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
+    writer.flush()  # the header, key/values and tensor infos; the tensor data goes past the page cache
     by_name = {t.name: t for t in tensors}
-    for f, names, name_of_file in zip(writer.fout, groups, files, strict=True):
-        for name in names:
-            _pad(f, writer.data_alignment)
-            write_tensor(f, by_name[name], blocks(by_name[name]), name_of_file)
-            _pad(f, writer.data_alignment)
-            if on_tensor is not None:
-                on_tensor(by_name[name])
+    for fout, names, name_of_file in zip(writer.fout, groups, files, strict=True):
+        with OutputFile(name_of_file, start=fout.tell()) as f:
+            for name in names:
+                _pad(f, writer.data_alignment)
+                write_tensor(f, by_name[name], blocks(by_name[name]), name_of_file)
+                _pad(f, writer.data_alignment)
+                if on_tensor is not None:
+                    on_tensor(by_name[name])
     writer.close()
     return files

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GrokWeightsError
+from ._directwrite import OutputFile
 from ._encode import recycle, run_ordered
 from ._tensor import OutTensor
 
@@ -54,7 +55,7 @@ def _header(tensors: list[OutTensor]) -> bytes:
     return struct.pack("<Q", len(text)) + text
 
 
-def write_tensor(f, tensor: OutTensor, tasks: Iterable[Callable[[str], np.ndarray]], where: Path) -> int:
+def write_tensor(f: OutputFile, tensor: OutTensor, tasks: Iterable[Callable[[str], np.ndarray]], where: Path) -> int:
     """Write one tensor to ``f``: its block tasks run on worker threads, written in order; checks the byte count."""
     written = 0
     for data in run_ordered(tasks, lambda task: task(tensor.dtype)):
@@ -75,7 +76,7 @@ def write_safetensors(folder: Path, tensors: list[OutTensor], blocks: Callable[[
     weight_map = {}
     for name, group in zip(names, groups, strict=True):
         path = folder / name
-        with open(path, "wb") as f:
+        with OutputFile.create(path) as f:
             f.write(_header(group))
             for t in group:
                 write_tensor(f, t, blocks(t), path)

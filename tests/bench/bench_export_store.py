@@ -11,8 +11,10 @@ Synthesizes ``preset("grok-1", layers=1)`` (the embedding, the final norm and on
 4. store -> int8 (``hf``)   targets: size within 1 % of the int8 values plus scales, >= 0.8x the copy;
 5. store -> Q4_K_M GGUF     targets: peak RSS <= 4 GiB, temporary disk <= one layer.
 
-The bar for each export is a user-space copy of its output bytes, made in place (each 16 MiB read and written
-back at its offset, then ``sync``): the same bytes read and written once, without a second copy on the disk.
+The bar for each export is a user-space copy of its output bytes into new files (16 MiB reads and writes, then
+``sync``; the output read once before, so that the copy reads from the page cache as the export reads its warm
+store). On a disk without room for the copy, the bar is the copy made in place (each 16 MiB read and written back
+at its offset), which allocates no new pages or blocks and is the stricter bar; the row says which.
 Prints one JSON object with every figure and the ratios (export throughput / copy throughput).
 
 Usage: python tests/bench/bench_export_store.py [--workdir DIR] [--keep]
@@ -60,8 +62,33 @@ def _files(result: dict) -> list[Path]:
     return [p for f in result["files"] for p in ([Path(f)] if Path(f).is_file() else sorted(Path(f).iterdir()))]
 
 
+def _warm(files: list[Path]) -> None:
+    """Read the output once: the copy then reads it from the page cache, as the export read its (warm) store."""
+    for path in files:
+        with open(path, "rb", buffering=0) as f:
+            while f.read(16 * 2**20):
+                pass
+
+
+def copy_new(files: list[Path], dst: Path) -> float:
+    """A user-space copy of the output bytes into new files (16 MiB reads and writes), then sync: the bar."""
+    _warm(files)
+    dst.mkdir()
+    start = time.perf_counter()
+    for path in files:
+        with open(path, "rb", buffering=0) as fin, open(dst / path.name, "wb", buffering=0) as fout:
+            while chunk := fin.read(16 * 2**20):
+                fout.write(chunk)
+    os.sync()
+    seconds = time.perf_counter() - start
+    shutil.rmtree(dst)
+    return seconds
+
+
 def copy_in_place(files: list[Path]) -> float:
-    """Read every output byte and write it back where it was (16 MiB at a time), then sync: the bar."""
+    """Read every output byte and write it back where it was (16 MiB at a time), then sync: the bar on a disk
+    without room for a second copy (stricter: no new pages or blocks are allocated)."""
+    _warm(files)
     start = time.perf_counter()
     for path in files:
         with open(path, "r+b", buffering=0) as f:
@@ -82,10 +109,13 @@ def _case(name: str, src: Path, out: Path, fmt: str, dtype: str, kind: str) -> d
     result = _export(src, dst, fmt, dtype, kind)
     files = _files(result)
     written = sum(p.stat().st_size for p in files)
-    copy = copy_in_place(files)
+    room = shutil.disk_usage(out).free > written + (4 << 30)
+    copy = copy_new(files, out.parent / "copy") if room else copy_in_place(files)
     row = {"output_bytes": written, "export_s": round(result["seconds"], 2),
            "export_GBps": round(written / result["seconds"] / 1e9, 3), "copy_s": round(copy, 2),
-           "copy_GBps": round(written / copy / 1e9, 3), "ratio_export_to_copy": round(copy / result["seconds"], 3),
+           "copy_GBps": round(written / copy / 1e9, 3),
+           "bar": "copy into new files" if room else "copy in place",
+           "ratio_export_to_copy": round(copy / result["seconds"], 3),
            "peak_rss_GiB": round(result["peak_rss"] / 2**30, 3)}
     if dtype == "int8":
         parts = {}
