@@ -1,4 +1,4 @@
-"""An export shuts its worker threads down: a long-lived process that exports keeps no idle export threads."""
+"""An export shuts its worker threads (and its output files' I/O threads) down: a long-lived process that exports keeps no idle export threads."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 
 
 def _export_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("grokweights-export_")]
+    return [t.name for t in threading.enumerate() if t.name.startswith("grokweights-export")]
 
 
 def test_an_export_leaves_no_worker_thread(tiny_checkpoint, tmp_path):
