@@ -1,4 +1,5 @@
-"""An export shuts its worker threads (and its output files' I/O threads) down: a long-lived process that exports keeps no idle export threads."""
+"""An export shuts its worker threads (and its output files' I/O threads) down: a long-lived process that
+exports keeps no idle export threads."""
 
 from __future__ import annotations
 
