@@ -147,10 +147,17 @@ def _mmap_of(array: np.ndarray) -> mmap.mmap | None:
 
 
 def drop_pages(view: np.ndarray | None) -> None:
-    """Unmap the pages of ``view``, a contiguous view of a memory-mapped shard; the page cache keeps them."""
+    """Unmap the pages of ``view``, a contiguous view of a memory-mapped shard; the page cache keeps them.
+
+    Only read-only maps (the shards' own) are touched: a writable map may hold the only copy of its bytes (an
+    anonymous buffer of a pool), and a reused buffer's pages are worth keeping anyway.
+    """
     mm = _mmap_of(view) if view is not None else None
     if mm is None or view.size == 0:
         return
+    with memoryview(mm) as whole:
+        if not whole.readonly:
+            return
     start = view.ctypes.data - np.frombuffer(mm, np.uint8, count=1).ctypes.data
     stop = start + view.nbytes
     if not 0 <= start < stop <= len(mm):

@@ -45,7 +45,8 @@ def _buffer(nbytes: int) -> np.ndarray:
         for i, buf in enumerate(_FREE):
             if buf.nbytes == nbytes:
                 return _FREE.pop(i)
-    return np.frombuffer(mmap.mmap(-1, max(1, nbytes)), np.uint8, count=nbytes).view(_Buffer)
+    mm = mmap.mmap(-1, max(1, nbytes), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return np.frombuffer(mm, np.uint8, count=nbytes).view(_Buffer)
 
 
 def recycle(buf: np.ndarray) -> None:

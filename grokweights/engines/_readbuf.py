@@ -33,7 +33,7 @@ class BufferPool:
             fits = [i for i, b in enumerate(self._free) if nbytes <= b.nbytes <= 2 * nbytes]
             flat = self._free.pop(min(fits, key=lambda i: self._free[i].nbytes)) if fits else None
         if flat is None:
-            flat = np.frombuffer(mmap.mmap(-1, nbytes), np.uint8)
+            flat = np.frombuffer(mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS), np.uint8)
         return flat[:nbytes].view(dtype)[:int(np.prod(shape))].reshape(shape), flat
 
     def give(self, flat: np.ndarray) -> None:
