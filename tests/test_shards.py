@@ -230,3 +230,21 @@ def test_header_only_parse_reports_layout(good_shard):
     assert header.kind == "quantized"
     assert header.desc.weight.shape == (64, 344)
     assert header.header_bytes < 400
+
+
+def test_drop_pages_unmaps_a_shard_map_and_never_a_writable_buffer(tmp_path):
+    import mmap
+
+    from grokweights.checkpoint.shards import drop_pages
+
+    # a writable private anonymous map holds the only copy of its bytes: dropping its pages would zero them
+    buffer = np.frombuffer(mmap.mmap(-1, 1 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS), np.uint8)
+    buffer[:] = 7
+    drop_pages(buffer[4096:])
+    assert (buffer == 7).all()
+    # a shard's read-only map: its pages go, its bytes come back from the file
+    weights = {"w": np.arange(1 << 18, dtype=np.float32)}
+    write_shard(tmp_path / "tensor00000_000", weights["w"])
+    array = read_shard(tmp_path / "tensor00000_000")
+    drop_pages(array)
+    np.testing.assert_array_equal(array, weights["w"])
