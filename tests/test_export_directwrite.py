@@ -14,7 +14,9 @@ import os
 import numpy as np
 import pytest
 
-from grokweights.engines._directwrite import ALIGN, BUFFER_BYTES, IO_ENV, OutputFile
+from grokweights._directio import ALIGN
+from grokweights._directio import WRITE_IO_ENV as IO_ENV
+from grokweights.engines._directwrite import BUFFER_BYTES, OutputFile
 
 MiB = 1 << 20
 

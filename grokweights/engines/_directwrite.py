@@ -1,46 +1,30 @@
 """The export's output files, written past the page cache (``O_DIRECT``) where the file system allows it.
 
-An export writes hundreds of gigabytes once and reads none of them back. Through the page cache every byte is
-first copied by the kernel into fresh cache pages (on these machines the largest single cost of an export: it
-ran at 0.5-0.7 GB/s, slower than the disk), and those pages then push out whatever the machine had cached.
-Written with ``O_DIRECT`` the device reads the bytes straight from a few reused, page-aligned buffers.
-
 :class:`OutputFile` takes a file whose first ``start`` bytes were already written (a header, through an ordinary
 file object) and appends to it sequentially: bytes are gathered into one of two 16 MiB aligned buffers; a full
 buffer is written at its aligned offset on an I/O thread while the other fills. The buffer that holds ``start``
 begins at the aligned offset below it, with the bytes already there read back, so every direct write is aligned
 in memory, offset and length. At :meth:`~OutputFile.close` the last whole blocks go out the same way, the tail
 (under one block) through an ordinary write, and the file is ``fsync``-ed: an export is on the disk before it is
-renamed into place.
-
-Where ``O_DIRECT`` is refused (tmpfs, some network and FUSE file systems: ``EINVAL`` at open or at the first
-write) the same bytes go through ordinary ``pwrite`` calls; ``GROKWEIGHTS_EXPORT_IO=buffered`` asks for that
-everywhere.
+renamed into place. Why, and the fallbacks (a file system that refuses ``O_DIRECT``,
+``GROKWEIGHTS_WRITE_IO=buffered``): :mod:`grokweights._directio`.
 """
 
 from __future__ import annotations
 
 import errno
-import mmap
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["OutputFile", "IO_ENV", "BUFFER_BYTES"]
+from .._directio import ALIGN, REFUSED, aligned_buffer, open_direct, pwrite_all
 
-#: ``buffered`` writes every export through the page cache (``direct``, the default, where the file system allows)
-IO_ENV = "GROKWEIGHTS_EXPORT_IO"
+__all__ = ["OutputFile", "BUFFER_BYTES"]
+
 #: each of the two gathering buffers (a multiple of every block size O_DIRECT asks for)
 BUFFER_BYTES = 16 << 20
-#: the alignment of direct writes: offsets, lengths and memory (a page: enough for every logical block size)
-ALIGN = 4096
-_REFUSED = (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP)
-
-
-def _direct_wanted() -> bool:
-    return hasattr(os, "O_DIRECT") and os.environ.get(IO_ENV, "").strip().lower() != "buffered"
 
 
 class OutputFile:
@@ -54,16 +38,12 @@ class OutputFile:
         self.path = Path(path)
         self._closed = True  # until everything below is held
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
-        self._direct_fd = -1
-        if _direct_wanted():
-            try:
-                self._direct_fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC | os.O_DIRECT)
-            except OSError as exc:
-                if exc.errno not in _REFUSED:
-                    os.close(self._fd)
-                    raise
-        self._maps = [mmap.mmap(-1, BUFFER_BYTES, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS) for _ in range(2)]
-        self._bufs = [np.frombuffer(m, np.uint8) for m in self._maps]
+        try:
+            self._direct_fd = open_direct(self.path)
+        except OSError:
+            os.close(self._fd)
+            raise
+        self._bufs = [aligned_buffer(BUFFER_BYTES) for _ in range(2)]
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grokweights-export-io")
         self._pending: Future | None = None
         self._closed = False
@@ -89,7 +69,7 @@ class OutputFile:
     def _read_back(self) -> int:
         fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            return os.preadv(fd, [memoryview(self._maps[0])[:self._fill]], self._base)
+            return os.preadv(fd, [memoryview(self._bufs[0])[:self._fill]], self._base)
         finally:
             os.close(fd)
 
@@ -113,7 +93,7 @@ class OutputFile:
     def _hand_off(self) -> None:
         """Write the full current buffer on the I/O thread and go on in the other one."""
         self._wait()
-        view = memoryview(self._maps[self._cur])
+        view = memoryview(self._bufs[self._cur])
         self._pending = self._io.submit(self._write_at, view, self._base)
         self._cur ^= 1
         self._base += BUFFER_BYTES
@@ -126,21 +106,16 @@ class OutputFile:
 
     def _write_at(self, view: memoryview, offset: int) -> None:
         """Write ``view`` (aligned when direct) at ``offset``; a file system that refuses it falls back."""
-        while len(view):
-            if self._direct_fd >= 0 and len(view) % ALIGN == 0:
-                try:
-                    n = os.pwrite(self._direct_fd, view, offset)
-                except OSError as exc:
-                    if exc.errno not in _REFUSED:
-                        raise
-                    os.close(self._direct_fd)  # accepted at open, refused at write: ordinary writes from now on
-                    self._direct_fd = -1
-                    continue
-            else:
-                n = os.pwrite(self._fd, view, offset)
-            if n <= 0:
-                raise OSError(errno.EIO, f"wrote {n} bytes at offset {offset}", os.fspath(self.path))
-            view, offset = view[n:], offset + n
+        if self._direct_fd >= 0 and len(view) % ALIGN == 0:
+            try:
+                pwrite_all(self._direct_fd, view, offset, self.path)
+                return
+            except OSError as exc:
+                if exc.errno not in REFUSED:
+                    raise
+                os.close(self._direct_fd)  # accepted at open, refused at write: ordinary writes from now on
+                self._direct_fd = -1
+        pwrite_all(self._fd, view, offset, self.path)
 
     def close(self) -> None:
         """Write what is left, ``fsync`` and close (once; a failed write raises here or from :meth:`write`)."""
@@ -148,20 +123,13 @@ class OutputFile:
             return
         try:
             self._wait()
-            view = memoryview(self._maps[self._cur])[:self._fill]
+            view = memoryview(self._bufs[self._cur])[:self._fill]
             whole = self._fill - self._fill % ALIGN
             self._write_at(view[:whole], self._base)
-            self._write_at_buffered(view[whole:], self._base + whole)
+            pwrite_all(self._fd, view[whole:], self._base + whole, self.path)
             os.fsync(self._fd)
         finally:
             self.close_quietly()
-
-    def _write_at_buffered(self, view: memoryview, offset: int) -> None:
-        while len(view):
-            n = os.pwrite(self._fd, view, offset)
-            if n <= 0:
-                raise OSError(errno.EIO, f"wrote {n} bytes at offset {offset}", os.fspath(self.path))
-            view, offset = view[n:], offset + n
 
     def close_quietly(self) -> None:
         """Release everything without writing (after a failure; the caller removes the partial file)."""
@@ -174,12 +142,7 @@ class OutputFile:
         for fd in (self._fd, self._direct_fd):
             if fd >= 0:
                 os.close(fd)
-        self._bufs = []
-        for m in self._maps:
-            try:
-                m.close()
-            except BufferError:  # a view is still held (a failed write's traceback): unmapped when it goes
-                pass
+        self._bufs = []  # the buffers' pages go with the last view of them
 
     def __enter__(self) -> OutputFile:
         return self

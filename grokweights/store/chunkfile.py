@@ -24,6 +24,7 @@ import threading
 import crc32c as _crc32c
 import numpy as np
 
+from .._directio import ALIGN, REFUSED, aligned_buffer, is_aligned, open_direct, pwrite_all
 from ..checkpoint.files import file_kind
 from ..errors import StoreError
 from .chunks import CRC_BYTES
@@ -44,10 +45,11 @@ _SCRATCH = threading.local()
 
 
 def scratch(nbytes: int) -> np.ndarray:
-    """This thread's reusable chunk buffer, at least ``nbytes`` (its pages stay mapped: no fresh-page faults)."""
+    """This thread's reusable chunk buffer, at least ``nbytes``, page-aligned (a direct write takes it as it is;
+    its pages stay mapped: no fresh-page faults)."""
     buf = getattr(_SCRATCH, "buf", None)
     if buf is None or buf.nbytes < nbytes:
-        buf = _SCRATCH.buf = np.empty(max(nbytes, 1), np.uint8)
+        buf = _SCRATCH.buf = aligned_buffer(nbytes)
     return buf[:nbytes]
 
 
@@ -195,16 +197,21 @@ def write_chunk(path: str, data: memoryview) -> int:
     """Write one chunk file (its bytes, then their crc32c) at ``path``, creating folders; returns the crc32c.
 
     The file is written in place (``O_TRUNC``): the array is unpublished while its chunks are written, so no
-    reader trusts a chunk until the array's ``zarr.json`` is published after every chunk is durable.
+    reader trusts a chunk until the array's ``zarr.json`` is published after every chunk is durable. Its whole
+    blocks go past the page cache where the file system allows (:mod:`grokweights._directio`; bytes at an
+    unaligned address are first copied into this thread's aligned buffer), the rest and the trailer through an
+    ordinary ``pwritev``.
     """
     value, trailer = encode(data)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
+        fd = os.open(path, flags, 0o644)
     except FileNotFoundError:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
+        fd = os.open(path, flags, 0o644)
     try:
-        total, offset = data.nbytes + CRC_BYTES, 0
+        head = _write_direct(path, data)
+        total, offset = data.nbytes + CRC_BYTES, head
         buffers = [data, memoryview(trailer)]
         while offset < total:  # pwritev may write less than asked (signals, RLIMIT_FSIZE): continue where it stopped
             written = os.pwritev(fd, _tail(buffers, offset), offset)
@@ -214,6 +221,30 @@ def write_chunk(path: str, data: memoryview) -> int:
     finally:
         os.close(fd)
     return value
+
+
+def _write_direct(path: str, data: memoryview) -> int:
+    """Write the whole blocks at the start of ``data`` past the page cache; returns how many bytes (0: none)."""
+    head = data.nbytes - data.nbytes % ALIGN
+    if not head:
+        return 0
+    fd = open_direct(path)
+    if fd < 0:
+        return 0
+    try:
+        block = np.frombuffer(data, np.uint8, count=head)
+        if not is_aligned(block):
+            aligned = scratch(head)
+            np.copyto(aligned, block)
+            block = aligned
+        pwrite_all(fd, memoryview(block), 0, path)
+        return head
+    except OSError as exc:
+        if exc.errno in REFUSED:  # taken at open, refused at the write: all through the ordinary write
+            return 0
+        raise
+    finally:
+        os.close(fd)
 
 
 def _tail(buffers: list[memoryview], offset: int) -> list[memoryview]:
