@@ -7,7 +7,7 @@ import threading
 
 
 def _export_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("grokweights-export")]
+    return [t.name for t in threading.enumerate() if t.name.startswith(("grokweights-export_", "grokweights-export-io"))]
 
 
 def test_an_export_leaves_no_worker_thread(tiny_checkpoint, tmp_path):
