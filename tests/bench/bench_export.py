@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from grokweights.checkpoint.config import preset
@@ -60,24 +58,11 @@ def time_export(src: Path, dst: Path, fmt: str, dtype: str) -> dict:
 def time_copy(files: list[str], dst: Path) -> float:
     """The bar: a user-space copy of the output into new files, then sync; made twice (the output read once
     before, from the page cache as the export reads its source), the faster counts."""
+    from bench_export_store import copy_new  # the same bar as the store export's (this folder is on sys.path)
+
     paths = [Path(name) for name in files if not Path(name).is_dir()]
-    for path in paths:
-        with open(path, "rb", buffering=0) as fin:
-            while fin.read(16 * 2**20):
-                pass
-    times = []
-    for _ in range(2):
-        shutil.rmtree(dst, ignore_errors=True)
-        dst.mkdir(parents=True)
-        start = time.perf_counter()
-        for path in paths:
-            with open(path, "rb", buffering=0) as fin, open(dst / path.name, "wb", buffering=0) as fout:
-                while chunk := fin.read(16 * 2**20):
-                    fout.write(chunk)
-        os.sync()
-        times.append(time.perf_counter() - start)
     shutil.rmtree(dst, ignore_errors=True)
-    return min(times)
+    return min(copy_new(paths, dst) for _ in range(2))
 
 
 def main() -> None:
