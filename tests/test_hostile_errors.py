@@ -51,6 +51,19 @@ def test_fetch_dry_run_with_reshard_creates_nothing_and_waits_for_no_peer(releas
     assert_tree_unchanged(tmp_path, before)
 
 
+@pytest.mark.parametrize("how", ["torrent-source", "magnet-with---torrent"])
+def test_fetch_dry_run_with_the_metadata_at_hand_creates_nothing(released, tmp_path, how):
+    _, torrent, manifest, infohash = released
+    source = [torrent] if how == "torrent-source" else [f"magnet:?xt=urn:btih:{infohash}", "--torrent", torrent]
+    before = tree_state(tmp_path)
+    result = run_cli(["fetch", *source, "--manifest", manifest, "--dest", tmp_path / "D", "--dry-run", "--json",
+                      *LOOPBACK], timeout=60)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])  # JSON lines: the events, then the report
+    assert report["dry_run"] and report["total_files"] >= 26 and len(report["files"]) >= 26 and report["checkpoint"]
+    assert_tree_unchanged(tmp_path, before)  # no DEST, no lock, no saved .torrent
+
+
 # ----------------------------------------------------------------------------- 19: tracebacks -> one line
 
 

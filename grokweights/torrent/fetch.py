@@ -28,7 +28,7 @@ from .hubfetch import METADATA_TIMEOUT, HubSource, NoMetadata
 from .hubseed import is_bridge_url
 from .loop import TorrentRun
 from .meta import Source, check_info_dict, load_torrent, resolve_source, source_params, torrent_bytes, write_torrent
-from .offline import dry_run_from_manifest, metadata_from
+from .offline import dry_run_from_manifest, dry_run_from_metadata, metadata_from
 from .report import FetchReport, FetchVerification
 from .select import (
     TorrentFile,
@@ -259,6 +259,8 @@ def fetch(source: str | os.PathLike[str] = "grok-1", dest: str | os.PathLike[str
     if options.torrent is not None and atp.ti is None:
         atp.ti = metadata_from(options.torrent, src, infohash)
     job = _Job(src, dest, DownloadState(dest, infohash), options, atp, endpoints)
+    if options.dry_run and atp.ti is not None:  # the metadata at hand answers: no session, nothing written
+        return FetchReport(**dry_run_from_metadata(src, job.state, atp.ti, options))
     planned = dry_run_from_manifest(src, job.state, atp, options) if options.dry_run else None
     if planned is not None:  # no metadata at hand: the manifest answers, no session waits for peers
         return FetchReport(**planned)
