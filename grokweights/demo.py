@@ -100,7 +100,9 @@ def _core_stages(run: _Runner, work: Path, seed: int) -> tuple[Path, Any]:
 
     def verify_ok() -> tuple[int, str]:
         # the shards against sha256 and against the v1 pieces of a torrent of them (pieces span files)
-        torrent = create_torrent(source / CKPT_DIRNAME, work / "pieces" / "ckpt-0.torrent", piece_size=16 * 1024)
+        (work / "pieces").mkdir(parents=True, exist_ok=True)
+        torrent = create_torrent(source / CKPT_DIRNAME, work / "pieces" / "ckpt-0.torrent", piece_size=16 * 1024,
+                                 force=True)  # the demo's own work folder: a rerun replaces it
         meta = read_torrent(torrent)
         m = replace(state["manifest"], sources=Sources(infohash_v1=meta.infohash_v1))
         report = verify(source, m, deep=True, torrent=meta)

@@ -15,7 +15,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent / "grokweights"
 HEAVY = {"jax", "jaxlib", "tensorstore", "libtorrent"}
 #: top-level modules every package may use; they import no package of grokweights.
-UTILITIES = {"errors", "constants", "_atomic", "_progress", "_space", "_lazy", "_isolated", "_lockfile", "_sizes", "_directio"}
+UTILITIES = {"errors", "constants", "_atomic", "_progress", "_space", "_lazy", "_isolated", "_lockfile", "_sizes",
+             "_directio"}
 
 #: package -> (grokweights packages it may import besides itself and the utilities, third-party it must not)
 WALLS: dict[str, tuple[set[str], set[str]]] = {

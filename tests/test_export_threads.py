@@ -7,7 +7,8 @@ import threading
 
 
 def _export_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith(("grokweights-export_", "grokweights-export-io"))]
+    families = ("grokweights-export_", "grokweights-export-io")  # workers, output I/O
+    return [t.name for t in threading.enumerate() if t.name.startswith(families)]
 
 
 def test_an_export_leaves_no_worker_thread(tiny_checkpoint, tmp_path):

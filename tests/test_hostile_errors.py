@@ -139,3 +139,39 @@ def test_pin_from_torrent_with_one_disagreeing_recorded_hash_changes_nothing(rel
     result = run_cli(["manifest", "pin", ckpt, "--manifest", edited, "--from-torrent", torrent], timeout=120)
     assert_clean_failure(result, names=["ckpt-0/tensor00003_000", "0" * 64, "disagree"], fix="nothing pinned")
     assert edited.read_bytes() == before
+
+
+# ----------------------------------------------------------------------------- outputs checked by the library too
+
+
+def test_create_torrent_checks_its_output_in_the_library(tiny_checkpoint, tmp_path):
+    from grokweights import create_torrent
+    from grokweights.errors import UsageError
+
+    out = tmp_path / "t.torrent"
+    out.write_text("mine")
+    with pytest.raises(UsageError, match="already exists"):
+        create_torrent(tiny_checkpoint, out)
+    assert out.read_text() == "mine"
+    shard = tiny_checkpoint / "ckpt-0" / "tensor00000_000"
+    before = shard.read_bytes()
+    with pytest.raises(UsageError, match="checkpoint's folder"):
+        create_torrent(tiny_checkpoint, shard, force=True)
+    assert shard.read_bytes() == before
+    with pytest.raises(UsageError, match="does not exist"):
+        create_torrent(tiny_checkpoint, tmp_path / "nowhere" / "t.torrent")
+    create_torrent(tiny_checkpoint, out, force=True, piece_size=16 * 1024)
+    assert out.read_bytes().startswith(b"d")  # a bencoded torrent replaced the user's file, as asked
+
+
+def test_smoke_checks_save_expect_before_the_run_in_the_library(tiny_checkpoint, tmp_path):
+    from grokweights.errors import UsageError
+    from grokweights.runtime.smoke import smoke
+
+    out = tmp_path / "fingerprint.json"
+    out.write_text("mine")
+    with pytest.raises(UsageError, match="already exists"):
+        smoke(tiny_checkpoint, save_expect=out)
+    assert out.read_text() == "mine"
+    with pytest.raises(UsageError, match="replaces only a regular file"):
+        smoke(tiny_checkpoint, save_expect=tmp_path, force=True)

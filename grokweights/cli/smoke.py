@@ -203,6 +203,6 @@ def smoke(store: str, mesh_text: str | None, layers: str | None, prompt: str | N
         emit_json(result.to_dict()) if as_json else _render_plan(result)
         raise SystemExit(1 if result.fits is False else 0)
     report = run_smoke(store, **common, check_mesh=check_mesh, tolerance=tolerance, expect=expect,
-                       save_expect=save_expect, axis_types=axis_types)
+                       save_expect=save_expect, axis_types=axis_types, force=force)
     emit_json(report.to_dict()) if as_json else _render_report(report)
     raise SystemExit(0 if report.ok else 1)

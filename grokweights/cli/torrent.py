@@ -264,16 +264,12 @@ def torrent() -> None:
 def create(directory: Path, output: Path | None, piece_size: int | None, web_seeds: tuple[str, ...],
            trackers: tuple[str, ...], comment: str | None, force: bool, as_json: bool, quiet: bool) -> None:
     """Make a BitTorrent v1 torrent of a local checkpoint folder (hidden files and .torrent files left out)."""
-    from ..checkpoint.files import check_output
     from ..torrent import create_torrent, describe_torrent
-
-    if output is not None:
-        check_output(output, force=force, option="-o", what="a torrent")
 
     total = sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
     with _progress.bar(total, desc="hash", quiet=quiet or as_json) as bar:
         path = create_torrent(directory, output, piece_size=piece_size, web_seeds=web_seeds, trackers=trackers,
-                              comment=comment, progress=bar.update)
+                              comment=comment, progress=bar.update, force=force)
     info = describe_torrent(path)
     if as_json:
         emit_json(info.to_dict())

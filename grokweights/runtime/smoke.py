@@ -292,7 +292,7 @@ def smoke(store: str | os.PathLike[str], *, mesh: MeshSpec | str | None = None, 
           dtype: str = "bfloat16", check_mesh: MeshSpec | str | None = None, tolerance: float | None = None,
           expect: Fingerprint | str | os.PathLike[str] | None = None,
           save_expect: str | os.PathLike[str] | None = None, config: ModelConfig | str | None = None,
-          axis_types: str = "auto") -> SmokeReport:
+          axis_types: str = "auto", force: bool = False) -> SmokeReport:
     """Load ``store`` onto this machine's devices, run the forward pass and check the logits.
 
     Args:
@@ -311,9 +311,11 @@ def smoke(store: str | os.PathLike[str], *, mesh: MeshSpec | str | None = None, 
         tolerance: for ``check_mesh`` (default: ``MESH_TOLERANCE`` of the logits' scale) and for a saved
             fingerprint (default: :func:`grokweights.runtime.fingerprint.default_tolerance`).
         expect: a fingerprint (file or object) the logits must match.
-        save_expect: write this run's fingerprint here (when the basic checks pass).
+        save_expect: write this run's fingerprint here (when the basic checks pass); refused before the run when
+            it exists (unless ``force``), is not a regular file, or is in a checkpoint's folder.
         config: model config of a checkpoint folder without a manifest (a preset name or ModelConfig).
         axis_types: ``auto`` or ``explicit`` mesh axes (see :func:`grokweights.runtime.devices.jax_mesh`).
+        force: let ``save_expect`` replace an existing fingerprint file.
 
     Returns:
         A :class:`SmokeReport`; ``report.ok`` is False when any check failed.
@@ -327,6 +329,10 @@ def smoke(store: str | os.PathLike[str], *, mesh: MeshSpec | str | None = None, 
         tolerance = require_tolerance(tolerance, where="--tolerance")
     if expect is not None and not isinstance(expect, Fingerprint):
         Fingerprint.load(expect)  # a bad fingerprint is refused before the run
+    if save_expect is not None:  # and a place the fingerprint may not be written
+        from ..checkpoint.files import check_output
+
+        check_output(save_expect, force=force, option="--save-expect", what="a fingerprint")
     dtype, source, spec, chosen, tok, ids = _prepare(store, config, mesh, layers, dtype, tokenizer, tokens, prompt,
                                                      batch)
     if tok is not None:

@@ -72,7 +72,8 @@ def _list_files(directory: Path) -> list[tuple[str, int]]:
 
 def create_torrent(directory: str | os.PathLike[str], output: str | os.PathLike[str] | None = None, *,
                    piece_size: int | None = None, web_seeds: Iterable[str] = (), trackers: Iterable[str] = (),
-                   comment: str | None = None, progress: Callable[[int], None] | None = None) -> Path:
+                   comment: str | None = None, progress: Callable[[int], None] | None = None,
+                   force: bool = False) -> Path:
     """Make a BitTorrent v1 torrent of a local checkpoint folder.
 
     Hidden files and ``*.torrent`` files are left out. v1 only: hybrid v1+v2 torrents carry pad files that
@@ -86,11 +87,18 @@ def create_torrent(directory: str | os.PathLike[str], output: str | os.PathLike[
         trackers: announce URLs.
         comment: free text stored in the torrent.
         progress: called with the bytes hashed so far, piece by piece.
+        force: let ``output`` replace an existing file (never a shard, a folder or a device: refused, like an
+            ``output`` in a checkpoint's folder or in a folder that does not exist, before anything is hashed).
 
     Returns:
         The path of the written ``.torrent``.
     """
     import libtorrent as lt
+
+    from ..checkpoint.files import check_output
+
+    if output is not None:
+        check_output(output, force=force, option="-o", what="a torrent")
 
     directory = Path(directory).resolve()
     if not directory.is_dir():

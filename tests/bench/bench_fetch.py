@@ -107,7 +107,8 @@ def main() -> None:
         cp_s = timed_cp(src, work / "cp")
         shutil.rmtree(work / "cp")
         t0 = time.perf_counter()
-        torrent = create_torrent(src, work / "ckpt.torrent", piece_size=parse_size(args.piece_size))
+        torrent = create_torrent(src, work / "ckpt.torrent", piece_size=parse_size(args.piece_size),
+                                 force=True)
         create_s = time.perf_counter() - t0
         seeder, port = start_seeder(src, torrent)
         try:

@@ -85,7 +85,7 @@ def main() -> None:
     try:
         src = work / "src" / "rel"
         write_shards(src, total, args.files)
-        torrent = create_torrent(src, work / "rel.torrent")
+        torrent = create_torrent(src, work / "rel.torrent", force=True)
         hub, url = start([sys.executable, "-m", "tests.fakehub", str(src), "--rate", str(rate)])
         seeder = subprocess.Popen([*GW, "seed", str(src), "--torrent", str(torrent), "--listen", "127.0.0.1:0",
                                    "--no-dht", "--json", "--max-upload-rate", str(rate)], stdout=subprocess.PIPE,

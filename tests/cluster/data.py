@@ -53,7 +53,7 @@ def make(folder: Path, config: gw.ModelConfig, *, seed: int = 0) -> Dataset:
     manifest = gw.create_manifest(root, name=f"cluster-seed{seed}", config=config)
     manifest_path = folder / "manifest.json"
     manifest.save(manifest_path)
-    torrent = gw.create_torrent(root, folder / f"{NAME}.torrent")
+    torrent = gw.create_torrent(root, folder / f"{NAME}.torrent", force=True)
     layer_bytes: dict[int, int] = {}
     common = 0
     for spec in gw.layout(config):
