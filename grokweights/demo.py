@@ -31,7 +31,7 @@ from ._isolated import run_isolated
 from .checkpoint.config import preset
 from .checkpoint.files import make_folder
 from .constants import CKPT_DIRNAME, LLAMA_CPP_CRASH_HINT, LOCAL_MANIFEST_NAME
-from .errors import SmokeError, StoreError, TorrentError, VerificationError
+from .errors import SmokeError, StoreError, TorrentError, UsageError, VerificationError
 
 __all__ = ["run_demo", "DemoStage", "DemoResult", "DEMO_MESH", "DEMO_DEVICES"]
 
@@ -244,6 +244,36 @@ def _forward_f32(checkpoint: Path, config: Any, tokens: list[int]) -> Any:
     return np.asarray(forward(load(checkpoint, config=config), np.array([tokens]), config, dtype=jnp.float32))
 
 
+#: what a demo writes in its work folder: a rerun in the same folder replaces exactly these
+DEMO_PARTS = ("source", "pieces", "corrupted", "fetched", "streamed", "streamed-store", "store", "export")
+#: the file that marks a folder as a demo's work folder
+DEMO_MARKER = ".grokweights-demo"
+
+
+def prepare_workdir(work: Path) -> None:
+    """Make ``work`` ready for a run: new, empty, or a previous demo's (its parts are removed, anything else the
+    user put there is kept); any other non-empty folder is refused before anything is written.
+
+    Raises:
+        UsageError: ``work`` is not a folder, or holds files and is not a demo's work folder.
+    """
+    make_folder(work, what="--workdir", fix="give a new or empty folder, or a previous demo's, for the demo's files")
+    entries = sorted(p.name for p in work.iterdir())
+    if entries and not (work / DEMO_MARKER).is_file():
+        raise UsageError(f"{work}: --workdir holds {len(entries)} {'entry' if len(entries) == 1 else 'entries'} "
+                         f"({', '.join(entries[:3])}"
+                         f"{', ...' if len(entries) > 3 else ''}) and is not a demo's work folder; give a new or "
+                         "empty folder (a previous demo's is reused)", path=work,
+                         expected="a new or empty folder, or a previous demo's", actual=f"{len(entries)} entries")
+    for name in DEMO_PARTS:  # a previous run's: replaced, never followed through a link
+        part = work / name
+        if part.is_dir() and not part.is_symlink():
+            shutil.rmtree(part)
+        elif part.is_symlink() or part.exists():
+            part.unlink()
+    (work / DEMO_MARKER).write_text("the work folder of `grokweights demo`: a rerun here replaces its parts\n")
+
+
 def run_demo(workdir: str | Path | None = None, *, seed: int = 0,
              log: Callable[[str], None] = lambda s: None) -> DemoResult:
     """Run every stage of the pipeline on a tiny synthetic checkpoint; raises at the first failure.
@@ -258,7 +288,7 @@ def run_demo(workdir: str | Path | None = None, *, seed: int = 0,
 
         simulate_cpu_devices(DEMO_DEVICES)
     work = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="grokweights-demo-"))
-    make_folder(work, what="--workdir", fix="give a folder (new or existing) for the demo's files")
+    prepare_workdir(work)
     run = _Runner(work, log)
     source, manifest = _core_stages(run, work, seed)
     checkpoint = _fetch_stage(run, work, source, manifest)

@@ -26,3 +26,31 @@ def test_demo_runs_every_stage(tmp_path):
         assert "llama.cpp and grokweights.forward agree" in stages["export gguf"]["result"]
     assert all(s["bytes"] > 0 for s in stages.values())
     assert (env_work / "store" / "grokweights.json").exists()
+
+
+def test_a_work_folder_is_new_empty_or_a_previous_demos(tmp_path):
+    from grokweights.demo import DEMO_MARKER, DEMO_PARTS, prepare_workdir
+    from grokweights.errors import UsageError
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "thesis.tex").write_text("mine")
+    with pytest.raises(UsageError, match="not a demo's work folder"):
+        prepare_workdir(theirs)
+    assert sorted(p.name for p in theirs.iterdir()) == ["thesis.tex"]  # nothing written, nothing removed
+
+    work = tmp_path / "work"
+    prepare_workdir(work)  # new: made and marked
+    assert (work / DEMO_MARKER).is_file()
+    for name in DEMO_PARTS:  # a previous run's parts
+        (work / name / "sub").mkdir(parents=True)
+        (work / name / "sub" / "f").write_text("old")
+    (work / "notes.txt").write_text("kept")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "data").write_text("never followed")
+    (work / "store").rename(work / "old-store")
+    (work / "store").symlink_to(outside)  # a link where a part was: removed, not followed
+    prepare_workdir(work)
+    assert sorted(p.name for p in work.iterdir()) == sorted([DEMO_MARKER, "notes.txt", "old-store"])
+    assert (outside / "data").read_text() == "never followed"

@@ -12,7 +12,8 @@ from ._common import emit_json, human_bytes, json_option, table
 
 @click.command()
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder to work in (default: a new temporary folder, removed afterwards unless --keep).")
+              help="Folder to work in: new, empty, or a previous demo's, whose parts a rerun replaces (default: a "
+                   "new temporary folder, removed afterwards unless --keep).")
 @click.option("--keep", is_flag=True, help="Keep the work folder.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the synthetic checkpoint (a non-negative integer).")
