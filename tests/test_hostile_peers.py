@@ -15,22 +15,11 @@ import pytest
 
 from grokweights.torrent import create_torrent
 
-from .test_torrent_helpers import Proc, fetch_args, start_seeder, write_random_files
+from .test_torrent_helpers import Proc, corrupt_every_piece, fetch_args, start_seeder, write_random_files
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 PIECE = 16 * 1024
-
-
-def _corrupt(root, piece: int) -> None:
-    for path in sorted((root / "ckpt-0").iterdir()):
-        size = path.stat().st_size
-        with open(path, "r+b") as f:
-            for offset in range(100, size, piece):
-                f.seek(offset)
-                byte = f.read(1)
-                f.seek(offset)
-                f.write(bytes([byte[0] ^ 0xFF]))
 
 
 def test_the_stall_limit_holds_against_a_corrupt_peer(tmp_path):
@@ -39,7 +28,7 @@ def test_the_stall_limit_holds_against_a_corrupt_peer(tmp_path):
     torrent = create_torrent(src, tmp_path / "ck.torrent", piece_size=PIECE)
     seeder, _, peer = start_seeder(src, "--torrent", str(torrent))  # passes its check; then its disk goes bad
     try:
-        _corrupt(src, PIECE)
+        corrupt_every_piece(src, PIECE)
         os.sync()
         started = time.monotonic()
         proc = Proc(*fetch_args(str(torrent), tmp_path / "dl", "--peer", peer, "--stall-timeout", "10"))

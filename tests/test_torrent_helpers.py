@@ -129,6 +129,18 @@ def write_random_files(root: Path, sizes: list[int], *, seed: int = 0) -> dict[s
     return digests
 
 
+def corrupt_every_piece(root: Path, piece: int) -> None:
+    """Flip one byte in every piece-sized stretch of every file under ``root/ckpt-0`` (in place, same size)."""
+    for path in sorted((root / "ckpt-0").iterdir()):
+        size = path.stat().st_size
+        with open(path, "r+b") as f:
+            for offset in range(100, size, piece):
+                f.seek(offset)
+                byte = f.read(1)
+                f.seek(offset)
+                f.write(bytes([byte[0] ^ 0xFF]))
+
+
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -6,9 +6,11 @@ top folder, with a file the hub lacks (``README.txt``). Every process is on 127.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -53,6 +55,17 @@ def release(tmp_path_factory):
 
 def _hub(root: Path, **kw) -> FakeHub:
     return FakeHub({REPO: repo_from_folder(root)}, files={REPO: root}, **kw)
+
+
+@contextlib.contextmanager
+def _beside_a_seeder(release, upload: str, **hub_options) -> Iterator[tuple[FakeHub, str]]:
+    """A seeder of the release limited to ``upload`` per second and the hub lacking a file: ``(hub, peer)``."""
+    seeder, _, peer = start_seeder(release["src"], "--torrent", str(release["torrent"]), "--max-upload-rate", upload)
+    try:
+        with _hub(release["hub"], **hub_options) as hub:
+            yield hub, peer
+    finally:
+        seeder.stop()
 
 
 def _fetch(release, dest: Path, hub: FakeHub, *extra: str, source: str | None = None, env=None) -> Proc:
@@ -147,13 +160,9 @@ def test_the_bridge_serves_only_its_own_libtorrent(release):
 def test_peers_and_hub_side_by_side_hub_lacking_a_file(release, tmp_path):
     # both slow enough that the hub's later start (its bridge is attached once the selection is applied) leaves
     # it a fair share of the download
-    seeder, _, peer = start_seeder(release["src"], "--torrent", str(release["torrent"]), "--max-upload-rate", "100K")
-    try:
-        with _hub(release["hub"], rate=100_000) as hub:
-            proc = _fetch(release, tmp_path / "dl", hub, "--peer", peer)
-            summary = _done(proc)
-    finally:
-        seeder.stop()
+    with _beside_a_seeder(release, "100K", rate=100_000) as (hub, peer):
+        proc = _fetch(release, tmp_path / "dl", hub, "--peer", peer)
+        summary = _done(proc)
     _same(release, tmp_path / "dl")
     stats = summary["extra"]["hub"]
     assert stats["hub_bytes"] > 50_000 and stats["peer_bytes"] > 50_000, stats
@@ -164,15 +173,11 @@ def test_peers_and_hub_side_by_side_hub_lacking_a_file(release, tmp_path):
 
 
 def test_a_flipped_byte_from_the_hub_is_refused_and_fetched_from_peers(release, tmp_path):
-    seeder, _, peer = start_seeder(release["src"], "--torrent", str(release["torrent"]), "--max-upload-rate", "50K")
-    try:
-        with _hub(release["hub"]) as hub:
-            # one byte in every piece that lies inside this file alone (wherever libtorrent asks the hub first)
-            hub.corrupt["ckpt-0/tensor00002_000"] = set(range(PIECE + 4000, 181945 - PIECE - 4000, PIECE))
-            proc = _fetch(release, tmp_path / "dl", hub, "--peer", peer)
-            summary = _done(proc)
-    finally:
-        seeder.stop()
+    with _beside_a_seeder(release, "50K") as (hub, peer):
+        # one byte in every piece that lies inside this file alone (wherever libtorrent asks the hub first)
+        hub.corrupt["ckpt-0/tensor00002_000"] = set(range(PIECE + 4000, 181945 - PIECE - 4000, PIECE))
+        proc = _fetch(release, tmp_path / "dl", hub, "--peer", peer)
+        summary = _done(proc)
     _same(release, tmp_path / "dl")
     failed = [e for e in proc.events if e["event"] == "hash_failed"]
     assert failed and all(e["source"] == "hub" for e in failed)
@@ -183,28 +188,21 @@ def test_a_flipped_byte_from_the_hub_is_refused_and_fetched_from_peers(release, 
 
 
 def test_a_hub_that_disappears_mid_download(release, tmp_path):
-    seeder, _, peer = start_seeder(release["src"], "--torrent", str(release["torrent"]), "--max-upload-rate", "150K")
-    try:
-        with _hub(release["hub"], rate=150_000) as hub:
-            proc = _fetch(release, tmp_path / "dl", hub, "--peer", peer)
-            proc.wait_event(lambda e: e["event"] == "progress" and e.get("hub_bytes", 0) > 100_000, timeout=60)
-            hub.vanish()
-            summary = _done(proc)
-    finally:
-        seeder.stop()
+    with _beside_a_seeder(release, "150K", rate=150_000) as (hub, peer):
+        proc = _fetch(release, tmp_path / "dl", hub, "--peer", peer)
+        proc.wait_event(lambda e: e["event"] == "progress" and e.get("hub_bytes", 0) > 100_000, timeout=60)
+        hub.vanish()
+        summary = _done(proc)
     _same(release, tmp_path / "dl")
     stats = summary["extra"]["hub"]
     assert stats["errors"].get("no answer", 0) >= 1 and stats["peer_bytes"] > 100_000, stats
 
 
 def test_a_redirect_loop_is_refused_and_peers_serve_that_file(release, tmp_path):
-    seeder, _, peer = start_seeder(release["src"], "--torrent", str(release["torrent"]), "--max-upload-rate", "50K")
-    try:
-        with _hub(release["hub"]) as hub:  # fast next to a slow peer: libtorrent asks it for every file
-            hub.loop.add("ckpt-0/tensor00000_000")
-            summary = _done(_fetch(release, tmp_path / "dl", hub, "--peer", peer))
-    finally:
-        seeder.stop()
+    # the hub fast next to a slow peer: libtorrent asks it for every file
+    with _beside_a_seeder(release, "50K") as (hub, peer):
+        hub.loop.add("ckpt-0/tensor00000_000")
+        summary = _done(_fetch(release, tmp_path / "dl", hub, "--peer", peer))
     _same(release, tmp_path / "dl")
     stats = summary["extra"]["hub"]
     assert "redirect loop" in stats["not_served"]["ckpt-0/tensor00000_000"]
@@ -212,14 +210,10 @@ def test_a_redirect_loop_is_refused_and_peers_serve_that_file(release, tmp_path)
 
 
 def test_a_busy_hub_is_backed_off_while_peers_keep_going(release, tmp_path):
-    seeder, _, peer = start_seeder(release["src"], "--torrent", str(release["torrent"]), "--max-upload-rate", "50K")
-    try:
-        with _hub(release["hub"]) as hub:
-            hub.busy = [(429, 2), (503, 2)]
-            proc = _fetch(release, tmp_path / "dl", hub, "--peer", peer)
-            summary = _done(proc)
-    finally:
-        seeder.stop()
+    with _beside_a_seeder(release, "50K") as (hub, peer):
+        hub.busy = [(429, 2), (503, 2)]
+        proc = _fetch(release, tmp_path / "dl", hub, "--peer", peer)
+        summary = _done(proc)
     _same(release, tmp_path / "dl")
     stats = summary["extra"]["hub"]
     assert stats["errors"].get("429") == 1 and stats["errors"].get("503") == 1, stats

@@ -17,7 +17,7 @@ import pytest
 
 from grokweights.torrent import create_torrent
 
-from .test_torrent_helpers import Proc, fetch_args, sha256_of, start_seeder, write_random_files
+from .test_torrent_helpers import Proc, corrupt_every_piece, fetch_args, sha256_of, start_seeder, write_random_files
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -74,18 +74,6 @@ def test_interrupted_fetch_resumes_after_sigterm_and_kill_9(tmp_path):
         seeder.stop()
 
 
-def _corrupt_every_piece(root: Path, piece: int) -> None:
-    """Flip one byte in every piece-sized stretch of every file (in place, same size)."""
-    for path in sorted((root / "ckpt-0").iterdir()):
-        size = path.stat().st_size
-        with open(path, "r+b") as f:
-            for offset in range(100, size, piece):
-                f.seek(offset)
-                byte = f.read(1)
-                f.seek(offset)
-                f.write(bytes([byte[0] ^ 0xFF]))
-
-
 def test_corrupt_seeder_next_to_a_good_one(tmp_path):
     sizes = [2 * MiB, 2 * MiB]
     good = tmp_path / "good" / "ck"
@@ -97,7 +85,7 @@ def test_corrupt_seeder_next_to_a_good_one(tmp_path):
     bad_seeder, _, bad_peer = start_seeder(bad, "--torrent", str(torrent))
     good_seeder, _, good_peer = start_seeder(good, "--torrent", str(torrent), "--max-upload-rate", "2M")
     try:
-        _corrupt_every_piece(bad, 64 * 1024)
+        corrupt_every_piece(bad, 64 * 1024)
         os.sync()
         proc = Proc(*fetch_args(str(torrent), tmp_path / "dl", "--peer", bad_peer, "--peer", good_peer))
         assert proc.finish(120) == 0, proc.stderr()
