@@ -17,6 +17,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,9 @@ from ..errors import UsageError
 from .completed import Completion
 from .hubfetch import METADATA_TIMEOUT, HubSource, NoMetadata
 from .hubseed import is_bridge_url
-from .loop import TorrentRun
+from .loop import TorrentRun, emit_event
 from .meta import Source, check_info_dict, load_torrent, resolve_source, source_params, torrent_bytes, write_torrent
-from .offline import dry_run_from_manifest, dry_run_from_metadata, metadata_from
+from .offline import dry_run_from_manifest, metadata_from
 from .report import FetchReport, FetchVerification
 from .select import (
     TorrentFile,
@@ -260,7 +261,9 @@ def fetch(source: str | os.PathLike[str] = "grok-1", dest: str | os.PathLike[str
         atp.ti = metadata_from(options.torrent, src, infohash)
     job = _Job(src, dest, DownloadState(dest, infohash), options, atp, endpoints)
     if options.dry_run and atp.ti is not None:  # the metadata at hand answers: no session, nothing written
-        return FetchReport(**dry_run_from_metadata(src, job.state, atp.ti, options))
+        check_info_dict(atp.ti.info_section(), where=f"torrent {infohash}")
+        job.files = file_table(atp.ti)
+        return _selection(job, atp.ti.name(), partial(emit_event, options.on_event or (lambda event: None)))
     planned = dry_run_from_manifest(src, job.state, atp, options) if options.dry_run else None
     if planned is not None:  # no metadata at hand: the manifest answers, no session waits for peers
         return FetchReport(**planned)
@@ -345,6 +348,12 @@ def _select(job: _Job, run: TorrentRun, trackers: list[str]) -> FetchReport:
         _on_metadata(job, run.handle.torrent_file(), trackers)
     names = {f.index: f.path for f in job.files}
     run.file_names = lambda i: names.get(i, str(i))
+    return _selection(job, run.handle.torrent_file().name(), run.emit)
+
+
+def _selection(job: _Job, name: str, emit: Callable[..., None]) -> FetchReport:
+    """Select among ``job.files``, check free space and say so (the ``selected`` event): the report of what will
+    be fetched, from a session's metadata or from the metadata at hand (a dry run, no session)."""
     options = job.options
     job.selected = select_files(job.files, include=options.include, layers=options.layers,
                                 manifest=job.source.manifest)
@@ -354,10 +363,10 @@ def _select(job: _Job, run: TorrentRun, trackers: list[str]) -> FetchReport:
                                             free=options.free_space if options.check_space else (lambda path: 1 << 62))
     selected_bytes = sum(f.size for f in job.selected)
     root = checkpoint_root(job.files)
-    run.emit("selected", files=len(job.selected), total_files=len(job.files), bytes=selected_bytes,
-             needed=needed, free=free, torrent=str(job.state.torrent_path))
+    emit("selected", files=len(job.selected), total_files=len(job.files), bytes=selected_bytes,
+         needed=needed, free=free, torrent=str(job.state.torrent_path))
     return FetchReport(
-        source=job.source.text, name=run.handle.torrent_file().name(), infohash=job.state.infohash,
+        source=job.source.text, name=name, infohash=job.state.infohash,
         dest=str(job.dest), torrent=str(job.state.torrent_path),
         checkpoint=str(job.dest / root) if root is not None else None,
         manifest=None, files=tuple(f.to_dict() for f in job.selected), total_files=len(job.files),

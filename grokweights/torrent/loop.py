@@ -17,11 +17,16 @@ from ..errors import TorrentError
 from .peers import PeerBytes
 from .state import DownloadState
 
-__all__ = ["TorrentRun", "state_name"]
+__all__ = ["TorrentRun", "state_name", "emit_event"]
 
 logger = logging.getLogger(__name__)
 
 Event = dict[str, Any]
+
+
+def emit_event(on_event: Callable[[Event], None], event: str, **fields: Any) -> None:
+    """Hand ``on_event`` the event dict: its name, the time, its fields (every fetch event has this shape)."""
+    on_event({"event": event, "time": round(time.time(), 3), **fields})
 
 
 def state_name(status: Any) -> str:
@@ -92,7 +97,7 @@ class TorrentRun:
         self.peer_bytes = PeerBytes()
 
     def emit(self, event: str, **fields: Any) -> None:
-        self.on_event({"event": event, "time": round(time.time(), 3), **fields})
+        emit_event(self.on_event, event, **fields)
 
     # ----------------------------------------------------------------------------------------- alerts
 

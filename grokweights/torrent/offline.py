@@ -1,7 +1,7 @@
-"""``fetch --dry-run`` without a session: from the metadata at hand, or from the manifest alone.
+"""``fetch --dry-run`` before the torrent's metadata is known: the answer from the manifest alone.
 
-With the metadata at hand (a ``.torrent`` source, or ``--torrent``) the answer is the torrent's own file table:
-no session is opened and nothing is written (not DEST, not its lock, not the ``.torrent`` a real fetch saves).
+(With the metadata at hand, a ``.torrent`` source or ``--torrent``, ``fetch`` answers from the torrent's own file
+table, also without a session.)
 
 A magnet link carries no file list; libtorrent gets it from the first peer that has it. Without a peer,
 waiting would never end, but a manifest (the shipped ``grok-1`` one, or ``--manifest``) already lists
@@ -19,10 +19,10 @@ from typing import Any
 from ..checkpoint.manifest import Manifest
 from ..errors import TorrentError
 from .meta import Source, check_info_dict, load_torrent
-from .select import TorrentFile, checkpoint_root, file_table, plan_space, select_files
+from .select import TorrentFile, plan_space, select_files
 from .state import DownloadState
 
-__all__ = ["dry_run_from_manifest", "dry_run_from_metadata", "manifest_table", "metadata_from"]
+__all__ = ["dry_run_from_manifest", "manifest_table", "metadata_from"]
 
 
 def metadata_from(path: str | os.PathLike[str], src: Source, infohash: str) -> Any:
@@ -65,25 +65,3 @@ def dry_run_from_manifest(src: Source, state: DownloadState, atp: Any, options: 
                        "arrives; bytes of the manifest's shards only",
                        **({"does_not_fit": does_not_fit} if does_not_fit else {})})
 
-
-def dry_run_from_metadata(src: Source, state: DownloadState, ti: Any, options: Any) -> dict[str, Any]:
-    """The fields of a dry-run ``FetchReport`` from the torrent's metadata ``ti``, already at hand: the same
-    selection, space plan and ``selected`` event a session would give, with no session and nothing written."""
-    check_info_dict(ti.info_section(), where=f"torrent {state.infohash}")
-    files = file_table(ti)
-    selected = select_files(files, include=options.include, layers=options.layers, manifest=src.manifest)
-    if options.on_selected is not None:
-        selected = list(options.on_selected(files, selected))
-    free = options.free_space if options.check_space else (lambda path: 1 << 62)
-    needed, free_bytes, does_not_fit = plan_space(state.dest, selected, free=free, dry_run=True)
-    selected_bytes = sum(f.size for f in selected)
-    if options.on_event is not None:
-        options.on_event({"event": "selected", "files": len(selected), "total_files": len(files),
-                          "bytes": selected_bytes, "needed": needed, "free": free_bytes,
-                          "torrent": str(state.torrent_path)})
-    root = checkpoint_root(files)
-    return dict(source=src.text, name=ti.name(), infohash=state.infohash, dest=str(state.dest),
-                torrent=str(state.torrent_path), checkpoint=str(state.dest / root) if root is not None else None,
-                manifest=None, files=tuple(f.to_dict() for f in selected), total_files=len(files),
-                selected_bytes=selected_bytes, needed_bytes=needed, free_bytes=free_bytes, dry_run=True,
-                ok=does_not_fit is None, extra={"does_not_fit": does_not_fit} if does_not_fit else {})
