@@ -133,12 +133,10 @@ class OutputFile:
 
     def close_quietly(self) -> None:
         """Release everything without writing (after a failure; the caller removes the partial file)."""
-        if getattr(self, "_closed", True):
+        if self._closed:
             return
         self._closed = True
-        io = getattr(self, "_io", None)
-        if io is not None:
-            io.shutdown(wait=True)
+        self._io.shutdown(wait=True)
         for fd in (self._fd, self._direct_fd):
             if fd >= 0:
                 os.close(fd)

@@ -9,7 +9,6 @@ block instead of faulting in fresh memory (several times slower than a copy on t
 from __future__ import annotations
 
 import collections
-import mmap
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -18,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .._directio import aligned_buffer
 from ..checkpoint.dtypes import bfloat16
 from ._kernels import bf16_bits
 from ._tensor import GGML_BLOCKS, tensor_bytes
@@ -45,8 +45,7 @@ def _buffer(nbytes: int) -> np.ndarray:
         for i, buf in enumerate(_FREE):
             if buf.nbytes == nbytes:
                 return _FREE.pop(i)
-    mm = mmap.mmap(-1, max(1, nbytes), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    return np.frombuffer(mm, np.uint8, count=nbytes).view(_Buffer)
+    return aligned_buffer(nbytes).view(_Buffer)
 
 
 def recycle(buf: np.ndarray) -> None:

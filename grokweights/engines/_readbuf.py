@@ -5,11 +5,12 @@ buffer of the pool, which comes back once every task made from it has run.
 
 from __future__ import annotations
 
-import mmap
 import threading
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
+
+from .._directio import aligned_buffer
 
 __all__ = ["BufferPool", "released"]
 
@@ -33,7 +34,7 @@ class BufferPool:
             fits = [i for i, b in enumerate(self._free) if nbytes <= b.nbytes <= 2 * nbytes]
             flat = self._free.pop(min(fits, key=lambda i: self._free[i].nbytes)) if fits else None
         if flat is None:
-            flat = np.frombuffer(mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS), np.uint8)
+            flat = aligned_buffer(nbytes)
         return flat[:nbytes].view(dtype)[:int(np.prod(shape))].reshape(shape), flat
 
     def give(self, flat: np.ndarray) -> None:
