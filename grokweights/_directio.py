@@ -33,8 +33,18 @@ REFUSED = (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP)
 
 
 def direct_wanted() -> bool:
-    """Whether writes may go past the page cache (the platform has ``O_DIRECT`` and nobody asked otherwise)."""
-    return hasattr(os, "O_DIRECT") and os.environ.get(WRITE_IO_ENV, "").strip().lower() != "buffered"
+    """Whether writes may go past the page cache (the platform has ``O_DIRECT`` and nobody asked otherwise).
+
+    Raises:
+        UsageError: ``GROKWEIGHTS_WRITE_IO`` is set to something other than ``direct`` or ``buffered``.
+    """
+    value = os.environ.get(WRITE_IO_ENV, "").strip().lower()
+    if value not in ("", "direct", "buffered"):
+        from .errors import UsageError
+
+        raise UsageError(f"{WRITE_IO_ENV}={value!r}: expected 'direct' or 'buffered'", expected="direct|buffered",
+                         actual=value)
+    return hasattr(os, "O_DIRECT") and value != "buffered"
 
 
 def open_direct(path: str | os.PathLike[str]) -> int:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from grokweights._directio import ALIGN, WRITE_IO_ENV, open_direct
+from grokweights.errors import UsageError
 from grokweights.store.chunkfile import write_chunk
 
 needs_direct = pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="no O_DIRECT on this platform")
@@ -51,6 +52,9 @@ def test_o_direct_is_used_on_the_suites_disk(tmp_path, monkeypatch):
     os.close(fd)
     monkeypatch.setenv(WRITE_IO_ENV, "buffered")
     assert open_direct(tmp_path / "f") == -1
+    monkeypatch.setenv(WRITE_IO_ENV, "bufferd")  # a typo is refused, not taken for the default
+    with pytest.raises(UsageError, match="GROKWEIGHTS_WRITE_IO='bufferd'"):
+        open_direct(tmp_path / "f")
 
 
 @needs_direct
